@@ -1,0 +1,3 @@
+#include "avq-error.h"
+
+G_DEFINE_QUARK (avq-error-quark, avq_error)

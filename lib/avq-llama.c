@@ -1,0 +1,1 @@
+/* placeholder: being written (see issue tracker) */

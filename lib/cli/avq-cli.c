@@ -1,0 +1,2 @@
+/* placeholder: the CLI dispatcher is being written */
+int main (void) { return 1; }

@@ -1,0 +1,18 @@
+/* Helpers shared by the engine tests: fixture paths, reference tensors,
+ * error measures. */
+#pragma once
+#include <glib.h>
+#include "avq-safetensors.h"
+
+/* Absolute path of a file under tests/data (newly allocated). */
+char *avq_test_data_path (const char *relative);
+/* tests/data/tiny-llava/reference.safetensors, opened once per process. */
+const AvqSafetensors *avq_test_reference (void);
+/* A reference tensor as float32 (g_free); aborts the test if missing. */
+float *avq_test_reference_f32 (const char *name, gsize *numel);
+/* ||a - b||_2 / ||b||_2 */
+double avq_test_rel_error (const float *a, const float *b, gsize n);
+double avq_test_max_abs_diff (const float *a, const float *b, gsize n);
+/* Asserts rel error <= tol with a message naming `what`. */
+void avq_test_assert_close (const char *what, const float *got,
+                            const float *want, gsize n, double tol);
