@@ -1,6 +1,7 @@
 /* `avq`: command-line front end of the engine. */
 #include "avq-cli.h"
 #include "avq-build-config.h"
+#include <stdio.h>
 #include <string.h>
 
 typedef struct {
