@@ -40,7 +40,15 @@ gsize avq_frame_serialized_size (guint tokens, guint index_bits, guint side_bits
 guint8 *avq_frame_serialize (const AvqFrame *frame, gsize *length);
 GBytes *avq_frame_to_bytes (const AvqFrame *frame);
 
-/* Strict parse of exactly one frame occupying all `length` bytes. */
+/* Strict parse of exactly one frame occupying all `length` bytes. Rejects
+ * (AVQ_ERROR_UNSUPPORTED) versions and flags this reader does not know and a
+ * v1 frame without the keyframe flag (v1 defines no other kind), and
+ * (AVQ_ERROR_FORMAT) anything malformed: short or trailing bytes, the
+ * side-info flag disagreeing with side_bits, index_bits outside 1..16,
+ * side_bits above 16, non-zero reserved field, zero tokens, padding bits that
+ * are not zero, and side ranges that are not finite or run backwards
+ * (lo > hi). An encoder following section 6 never writes any of these, so a
+ * frame that has them was damaged or forged. */
 AvqFrame *avq_frame_parse (const guint8 *data, gsize length, GError **error);
 
 /* Reads the header at `data` and reports the size of the whole frame, for
@@ -48,6 +56,24 @@ AvqFrame *avq_frame_parse (const guint8 *data, gsize length, GError **error);
  * `length` is shorter than the header. */
 gboolean avq_frame_peek_size (const guint8 *data, gsize length,
                               gsize *frame_size, GError **error);
+
+/* The header fields alone, with the size of the whole frame they describe. */
+typedef struct {
+  guint8 version;
+  guint8 flags;
+  guint16 tokens;
+  guint8 index_bits;
+  guint8 side_bits;
+  guint8 codebook_id[AVQ_CODEBOOK_ID_SIZE];
+  gsize frame_size;
+} AvqFrameHeader;
+
+/* Validates and decodes the 16-byte header at `data` (the same checks as
+ * avq_frame_parse applies to the header) without touching the payload, so
+ * that a receiver can vet a frame's size and parameters before buffering it.
+ * Fails when `length` is shorter than the header. */
+gboolean avq_frame_peek_header (const guint8 *data, gsize length,
+                                AvqFrameHeader *header, GError **error);
 
 /* Bit packing, LSB first: value 0 in the lowest bits of byte 0. `out` must
  * hold (n * bits + 7) / 8 bytes; values are masked to `bits`. */
