@@ -6,6 +6,10 @@
 
 G_BEGIN_DECLS
 
+/* Largest width or height accepted anywhere (files, packed frames,
+ * preprocessing sizes). */
+#define AVQ_IMAGE_MAX_DIM 16384
+
 typedef struct {
   int width;
   int height;
@@ -26,6 +30,8 @@ typedef enum {
   AVQ_PREPROCESS_PAD,   /* original LLaVA: pad to a square with the mean colour, then resize */
 } AvqPreprocessMode;
 
+/* Zero-filled; NULL if a size is outside 1..AVQ_IMAGE_MAX_DIM or memory
+ * runs out. */
 AvqImage *avq_image_new (int width, int height);
 void avq_image_free (AvqImage *image);
 /* PNG or JPEG (by content, not by name). Alpha is dropped, grey expanded. */
@@ -46,6 +52,9 @@ gboolean avq_preprocess (const AvqImage *image, const AvqPreprocessConfig *pp,
 /* torchvision-compatible antialiased bicubic resize of packed uint8 RGB
  * (exposed for tests). */
 AvqImage *avq_image_resize_bicubic (const AvqImage *image, int width, int height);
+/* Tests only: use the portable kernel instead of the SIMD one (results are
+ * identical; this lets the test prove it). Not thread-safe. */
+void avq_image_resize_force_scalar (gboolean scalar);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (AvqImage, avq_image_free)
 

@@ -1,1 +1,1062 @@
-/* placeholder: being written (see issue tracker) */
+/* LLaMA decoder on the CPU: see avq-llama.h for the memory rules.
+ *
+ * Layout choices:
+ *  - activations are row-major [tokens, features], as the GEMMs want them;
+ *  - the KV cache is [layer][kv_head][position][head_dim], so that one
+ *    head's keys (or values) form one contiguous [positions, head_dim]
+ *    matrix for BLAS and for the decode kernels;
+ *  - prefill multiplies by weight blocks widened to f32 (sgemm does the
+ *    work, the widening is ~1% of it); a single row (decode, lm_head) uses
+ *    fused widen+dot kernels split over the decoder's own worker threads,
+ *    because there the cost is reading the weights once and a widened copy
+ *    would triple the memory traffic. */
+#include "avq-llama.h"
+#include "avq-error.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define AVQ_LLAMA_X86 1
+#else
+#define AVQ_LLAMA_X86 0
+#endif
+
+/* Floats of the scratch that weight blocks are widened into before each
+ * sgemm (16 MiB: 1024 rows of a 7B q_proj, 384 of down_proj). OpenBLAS
+ * repacks the activations on every call, so blocks much smaller than this
+ * lose ~15% of the prefill to packing. */
+#define BLOCK_FLOATS (4 << 20)
+#define BLOCK_MIN_ROWS 16
+/* Prompt rows run through the layers together; longer prompts are split
+ * so that activation buffers stay bounded. */
+#define PREFILL_CHUNK 1024
+/* Up to this many rows a linear layer uses the row-at-a-time kernels. */
+#define GEMV_MAX_ROWS 3
+#define MAX_THREADS 64
+
+typedef struct {
+  char *name;
+  const guint8 *data;   /* in the model's mapping */
+  AvqDType dtype;
+  int rows, cols;
+  gboolean direct;      /* F32 and aligned: BLAS can read it in place */
+} Mat;
+
+typedef struct {
+  float *attn_norm, *mlp_norm;
+  Mat q, k, v, o, gate, up, down;
+} Layer;
+
+typedef void (*RangeFunc) (gpointer ctx, int begin, int end);
+
+typedef struct {
+  RangeFunc fn;
+  gpointer ctx;
+  int begin, end;
+} Job;
+
+struct _AvqLlama {
+  const AvqModel *model;
+  AvqTextConfig cfg;
+  /* no field may be called I: OpenBLAS's cblas.h pulls in complex.h */
+  int H, nh, nkv, hd, ffn, vocab, n_layers;
+  int q_dim, kv_dim;
+  float scale;
+  gboolean simd;
+
+  Mat embed, lm_head;
+  float *final_norm;
+  Layer *layers;
+
+  int max_ctx, n_past;
+  float *k_cache, *v_cache;
+  float *rope_cos, *rope_sin;   /* [max_ctx][hd/2] */
+
+  /* scratch, grown on demand */
+  int scratch_rows, scratch_ctx;
+  float *x, *h, *q, *k, *v, *att, *g, *u, *scores;
+  float *wbuf;
+  gsize wbuf_floats;
+  int block_rows;   /* 0: block_rows() */
+  float *last;
+
+  int threads;
+  GThreadPool *pool;
+  GMutex lock;
+  GCond done;
+  int pending;
+};
+
+/* ---------------------------------------------------------------------- */
+/* widening and dot-product kernels */
+
+static gboolean
+cpu_has_simd (void)
+{
+#if AVQ_LLAMA_X86
+  __builtin_cpu_init ();
+  return __builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma") &&
+      __builtin_cpu_supports ("f16c");
+#else
+  return FALSE;
+#endif
+}
+
+static inline float
+load_f32 (const guint8 *p)
+{
+  float f;
+  memcpy (&f, p, sizeof f);
+  return f;
+}
+
+static inline guint16
+load_u16 (const guint8 *p)
+{
+  guint16 v;
+  memcpy (&v, p, sizeof v);
+  return v;
+}
+
+static void
+widen_scalar (AvqDType dtype, const guint8 *src, gsize n, float *dst)
+{
+  switch (dtype) {
+    case AVQ_DTYPE_F32:
+      memcpy (dst, src, n * sizeof (float));
+      break;
+    case AVQ_DTYPE_F16:
+      for (gsize i = 0; i < n; i++)
+        dst[i] = avq_half_to_float (load_u16 (src + 2 * i));
+      break;
+    case AVQ_DTYPE_BF16:
+      for (gsize i = 0; i < n; i++)
+        dst[i] = avq_bf16_to_float (load_u16 (src + 2 * i));
+      break;
+    default:
+      g_assert_not_reached ();
+  }
+}
+
+static float
+dot_scalar (AvqDType dtype, const guint8 *w, const float *x, int n)
+{
+  /* Four partial sums: the same association pattern for all dtypes and
+   * close to what the vector kernel does. */
+  float s[4] = { 0, 0, 0, 0 };
+  int i = 0;
+  switch (dtype) {
+    case AVQ_DTYPE_F32:
+      for (; i < n; i++)
+        s[i & 3] += load_f32 (w + 4 * (gsize) i) * x[i];
+      break;
+    case AVQ_DTYPE_F16:
+      for (; i < n; i++)
+        s[i & 3] += avq_half_to_float (load_u16 (w + 2 * (gsize) i)) * x[i];
+      break;
+    case AVQ_DTYPE_BF16:
+      for (; i < n; i++)
+        s[i & 3] += avq_bf16_to_float (load_u16 (w + 2 * (gsize) i)) * x[i];
+      break;
+    default:
+      g_assert_not_reached ();
+  }
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+#if AVQ_LLAMA_X86
+#define SIMD_TARGET __attribute__ ((target ("avx2,fma,f16c")))
+
+SIMD_TARGET static inline __m256
+load8 (AvqDType dtype, const guint8 *p)
+{
+  if (dtype == AVQ_DTYPE_F16)
+    return _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) p));
+  if (dtype == AVQ_DTYPE_BF16) {
+    __m256i w = _mm256_cvtepu16_epi32 (_mm_loadu_si128 ((const __m128i *) p));
+    return _mm256_castsi256_ps (_mm256_slli_epi32 (w, 16));
+  }
+  return _mm256_loadu_ps ((const float *) p);
+}
+
+SIMD_TARGET static inline float
+hsum8 (__m256 v)
+{
+  __m128 s = _mm_add_ps (_mm256_castps256_ps128 (v), _mm256_extractf128_ps (v, 1));
+  s = _mm_add_ps (s, _mm_movehl_ps (s, s));
+  s = _mm_add_ss (s, _mm_movehdup_ps (s));
+  return _mm_cvtss_f32 (s);
+}
+
+SIMD_TARGET static void
+widen_simd (AvqDType dtype, const guint8 *src, gsize n, float *dst)
+{
+  gsize es = avq_dtype_size (dtype), i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps (dst + i, load8 (dtype, src + i * es));
+  if (i < n)
+    widen_scalar (dtype, src + i * es, n - i, dst + i);
+}
+
+/* Specialised per dtype so that the inner loop has no branch. */
+#define DEFINE_DOT_SIMD(suffix, DT, ES)                                      \
+  SIMD_TARGET static float                                                   \
+  dot_simd_##suffix (const guint8 *w, const float *x, int n)                 \
+  {                                                                          \
+    __m256 a0 = _mm256_setzero_ps (), a1 = _mm256_setzero_ps ();             \
+    __m256 a2 = _mm256_setzero_ps (), a3 = _mm256_setzero_ps ();             \
+    int i = 0;                                                               \
+    for (; i + 32 <= n; i += 32) {                                           \
+      a0 = _mm256_fmadd_ps (load8 (DT, w + (gsize) i * ES), _mm256_loadu_ps (x + i), a0); \
+      a1 = _mm256_fmadd_ps (load8 (DT, w + (gsize) (i + 8) * ES), _mm256_loadu_ps (x + i + 8), a1); \
+      a2 = _mm256_fmadd_ps (load8 (DT, w + (gsize) (i + 16) * ES), _mm256_loadu_ps (x + i + 16), a2); \
+      a3 = _mm256_fmadd_ps (load8 (DT, w + (gsize) (i + 24) * ES), _mm256_loadu_ps (x + i + 24), a3); \
+    }                                                                        \
+    for (; i + 8 <= n; i += 8)                                               \
+      a0 = _mm256_fmadd_ps (load8 (DT, w + (gsize) i * ES), _mm256_loadu_ps (x + i), a0); \
+    float s = hsum8 (_mm256_add_ps (_mm256_add_ps (a0, a1), _mm256_add_ps (a2, a3))); \
+    if (i < n)                                                               \
+      s += dot_scalar (DT, w + (gsize) i * ES, x + i, n - i);                \
+    return s;                                                                \
+  }
+
+DEFINE_DOT_SIMD (f16, AVQ_DTYPE_F16, 2)
+DEFINE_DOT_SIMD (bf16, AVQ_DTYPE_BF16, 2)
+DEFINE_DOT_SIMD (f32, AVQ_DTYPE_F32, 4)
+
+SIMD_TARGET static void
+axpy_simd (float a, const float *x, float *y, int n)
+{
+  __m256 va = _mm256_set1_ps (a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps (y + i, _mm256_fmadd_ps (va, _mm256_loadu_ps (x + i),
+                                              _mm256_loadu_ps (y + i)));
+  for (; i < n; i++)
+    y[i] += a * x[i];
+}
+#endif
+
+static void
+widen (gboolean simd, AvqDType dtype, const guint8 *src, gsize n, float *dst)
+{
+#if AVQ_LLAMA_X86
+  if (simd && dtype != AVQ_DTYPE_F32) {
+    widen_simd (dtype, src, n, dst);
+    return;
+  }
+#else
+  (void) simd;
+#endif
+  widen_scalar (dtype, src, n, dst);
+}
+
+static float
+dot (gboolean simd, AvqDType dtype, const guint8 *w, const float *x, int n)
+{
+#if AVQ_LLAMA_X86
+  if (simd) {
+    switch (dtype) {
+      case AVQ_DTYPE_F16: return dot_simd_f16 (w, x, n);
+      case AVQ_DTYPE_BF16: return dot_simd_bf16 (w, x, n);
+      case AVQ_DTYPE_F32: return dot_simd_f32 (w, x, n);
+      default: g_assert_not_reached ();
+    }
+  }
+#else
+  (void) simd;
+#endif
+  return dot_scalar (dtype, w, x, n);
+}
+
+static void
+axpy (gboolean simd, float a, const float *x, float *y, int n)
+{
+#if AVQ_LLAMA_X86
+  if (simd) {
+    axpy_simd (a, x, y, n);
+    return;
+  }
+#else
+  (void) simd;
+#endif
+  for (int i = 0; i < n; i++)
+    y[i] += a * x[i];
+}
+
+/* ---------------------------------------------------------------------- */
+/* worker threads for the row-at-a-time kernels */
+
+static void
+pool_worker (gpointer data, gpointer user_data)
+{
+  Job *job = data;
+  AvqLlama *llama = user_data;
+  job->fn (job->ctx, job->begin, job->end);
+  g_mutex_lock (&llama->lock);
+  if (--llama->pending == 0)
+    g_cond_signal (&llama->done);
+  g_mutex_unlock (&llama->lock);
+}
+
+/* Splits [0, n) into one range per thread (multiples of `grain`), runs the
+ * first on the calling thread and waits for the others. */
+static void
+parallel_for (AvqLlama *llama, int n, int grain, RangeFunc fn, gpointer ctx)
+{
+  int t = llama->threads;
+  if (grain < 1)
+    grain = 1;
+  if (t > (n + grain - 1) / grain)
+    t = (n + grain - 1) / grain;
+  if (t <= 1 || llama->pool == NULL) {
+    fn (ctx, 0, n);
+    return;
+  }
+  Job jobs[MAX_THREADS];
+  int units = (n + grain - 1) / grain;
+  for (int i = 0; i < t; i++) {
+    jobs[i].fn = fn;
+    jobs[i].ctx = ctx;
+    jobs[i].begin = MIN (n, (int) ((gint64) units * i / t) * grain);
+    jobs[i].end = MIN (n, (int) ((gint64) units * (i + 1) / t) * grain);
+  }
+  g_mutex_lock (&llama->lock);
+  llama->pending = t - 1;
+  g_mutex_unlock (&llama->lock);
+  for (int i = 1; i < t; i++)
+    g_thread_pool_push (llama->pool, &jobs[i], NULL);
+  fn (ctx, jobs[0].begin, jobs[0].end);
+  g_mutex_lock (&llama->lock);
+  while (llama->pending > 0)
+    g_cond_wait (&llama->done, &llama->lock);
+  g_mutex_unlock (&llama->lock);
+}
+
+/* ---------------------------------------------------------------------- */
+/* linear layers: y[n, rows] = x[n, cols] W^T */
+
+/* Up to three matrices that read the same input (q|k|v, gate|up) share
+ * one parallel pass: one wake-up and one barrier instead of three. */
+typedef struct {
+  const Mat *w[3];
+  float *y[3];
+  int count;
+  const float *x;
+  int n;
+  gboolean simd;
+} GemvCtx;
+
+/* Rows [begin, end) of the matrices stacked on top of each other. */
+static void
+gemv_range (gpointer data, int begin, int end)
+{
+  GemvCtx *c = data;
+  int off = 0;
+  for (int m = 0; m < c->count; off += c->w[m]->rows, m++) {
+    const Mat *w = c->w[m];
+    int r0 = MAX (begin, off) - off, r1 = MIN (end, off + w->rows) - off;
+    gsize row_bytes = (gsize) w->cols * avq_dtype_size (w->dtype);
+    for (int r = r0; r < r1; r++) {
+      const guint8 *wr = w->data + (gsize) r * row_bytes;
+      for (int i = 0; i < c->n; i++)
+        c->y[m][(gsize) i * w->rows + r] = dot (c->simd, w->dtype, wr,
+                                                c->x + (gsize) i * w->cols, w->cols);
+    }
+  }
+}
+
+static int
+block_rows (int cols)
+{
+  int rows = (int) (BLOCK_FLOATS / MAX (cols, 1));
+  rows = rows >= 64 ? rows / 64 * 64 : rows;   /* whole SIMD panels */
+  return MAX (rows, BLOCK_MIN_ROWS);
+}
+
+static void
+linear (AvqLlama *llama, const Mat *w, const float *x, int n, float *y)
+{
+  /* LoRA hook: when an AVQ file brings `lora.<base>.lora_{A,B}` for this
+   * matrix, add (alpha/r) * (x A^T) B^T to y here. The weights are
+   * read-only mappings, so the merge W' = W + (alpha/r) B A is either this
+   * low-rank side path or a merged private copy made at bind time. */
+  if (n <= GEMV_MAX_ROWS) {
+    GemvCtx ctx = { { w }, { y }, 1, x, n, llama->simd };
+    parallel_for (llama, w->rows, 16, gemv_range, &ctx);
+    return;
+  }
+  if (w->direct) {
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, w->rows, w->cols,
+                 1.0f, x, w->cols, (const float *) w->data, w->cols,
+                 0.0f, y, w->rows);
+    return;
+  }
+  gsize es = avq_dtype_size (w->dtype);
+  int block = llama->block_rows > 0 ? llama->block_rows : block_rows (w->cols);
+  for (int r0 = 0; r0 < w->rows; r0 += block) {
+    int rb = MIN (block, w->rows - r0);
+    widen (llama->simd, w->dtype, w->data + (gsize) r0 * w->cols * es,
+           (gsize) rb * w->cols, llama->wbuf);
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, rb, w->cols,
+                 1.0f, x, w->cols, llama->wbuf, w->cols, 0.0f, y + r0, w->rows);
+  }
+}
+
+/* linear() of 2 or 3 matrices with the same input */
+static void
+linear_group (AvqLlama *llama, int count, const Mat *w0, float *y0,
+              const Mat *w1, float *y1, const Mat *w2, float *y2,
+              const float *x, int n)
+{
+  if (n <= GEMV_MAX_ROWS) {
+    GemvCtx ctx = { { w0, w1, w2 }, { y0, y1, y2 }, count, x, n, llama->simd };
+    int rows = w0->rows + w1->rows + (count > 2 ? w2->rows : 0);
+    parallel_for (llama, rows, 16, gemv_range, &ctx);
+    return;
+  }
+  linear (llama, w0, x, n, y0);
+  linear (llama, w1, x, n, y1);
+  if (count > 2)
+    linear (llama, w2, x, n, y2);
+}
+
+/* ---------------------------------------------------------------------- */
+/* element-wise pieces */
+
+static void
+rms_norm (const float *x, const float *w, int n, int dim, float eps, float *out)
+{
+  for (int i = 0; i < n; i++) {
+    const float *xr = x + (gsize) i * dim;
+    float *o = out + (gsize) i * dim;
+    double ss = 0;
+    for (int c = 0; c < dim; c++)
+      ss += (double) xr[c] * xr[c];
+    float inv = (float) (1.0 / sqrt ((float) (ss / dim) + eps));
+    for (int c = 0; c < dim; c++)
+      o[c] = w[c] * (xr[c] * inv);
+  }
+}
+
+/* HF rotate-half: pairs are (i, i + hd/2), not adjacent elements. */
+static void
+rope (const AvqLlama *llama, float *t, int n, int heads, int p0)
+{
+  int half = llama->hd / 2;
+  int stride = heads * llama->hd;
+  for (int i = 0; i < n; i++) {
+    const float *cs = llama->rope_cos + (gsize) (p0 + i) * half;
+    const float *sn = llama->rope_sin + (gsize) (p0 + i) * half;
+    for (int hh = 0; hh < heads; hh++) {
+      float *v = t + (gsize) i * stride + (gsize) hh * llama->hd;
+      for (int j = 0; j < half; j++) {
+        float a = v[j], b = v[j + half];
+        v[j] = a * cs[j] - b * sn[j];
+        v[j + half] = b * cs[j] + a * sn[j];
+      }
+    }
+  }
+}
+
+static void
+softmax_inplace (float *s, int n)
+{
+  float m = s[0];
+  for (int j = 1; j < n; j++)
+    m = MAX (m, s[j]);
+  double sum = 0;
+  for (int j = 0; j < n; j++) {
+    s[j] = expf (s[j] - m);
+    sum += s[j];
+  }
+  float inv = (float) (1.0 / sum);
+  for (int j = 0; j < n; j++)
+    s[j] *= inv;
+}
+
+/* ---------------------------------------------------------------------- */
+/* attention */
+
+static float *
+cache_k (AvqLlama *llama, int layer, int kvh)
+{
+  return llama->k_cache + ((gsize) layer * llama->nkv + kvh) * llama->max_ctx * llama->hd;
+}
+
+static float *
+cache_v (AvqLlama *llama, int layer, int kvh)
+{
+  return llama->v_cache + ((gsize) layer * llama->nkv + kvh) * llama->max_ctx * llama->hd;
+}
+
+typedef struct {
+  AvqLlama *llama;
+  int layer, p0;
+} DecodeAttnCtx;
+
+/* One query row, heads [begin, end). */
+static void
+decode_attention_range (gpointer data, int begin, int end)
+{
+  DecodeAttnCtx *c = data;
+  AvqLlama *llama = c->llama;
+  int hd = llama->hd, T = c->p0 + 1, group = llama->nh / llama->nkv;
+  for (int hh = begin; hh < end; hh++) {
+    const float *K = cache_k (llama, c->layer, hh / group);
+    const float *V = cache_v (llama, c->layer, hh / group);
+    const float *qh = llama->q + (gsize) hh * hd;
+    float *s = llama->scores + (gsize) hh * llama->max_ctx;
+    float *o = llama->att + (gsize) hh * hd;
+    for (int j = 0; j < T; j++)
+      s[j] = dot (llama->simd, AVQ_DTYPE_F32, (const guint8 *) (K + (gsize) j * hd),
+                  qh, hd) * llama->scale;
+    softmax_inplace (s, T);
+    memset (o, 0, hd * sizeof (float));
+    for (int j = 0; j < T; j++)
+      axpy (llama->simd, s[j], V + (gsize) j * hd, o, hd);
+  }
+}
+
+static void
+attention (AvqLlama *llama, int layer, int n, int p0)
+{
+  int hd = llama->hd, group = llama->nh / llama->nkv, T = p0 + n;
+  if (n == 1) {
+    DecodeAttnCtx ctx = { llama, layer, p0 };
+    parallel_for (llama, llama->nh, 1, decode_attention_range, &ctx);
+    return;
+  }
+  for (int hh = 0; hh < llama->nh; hh++) {
+    const float *K = cache_k (llama, layer, hh / group);
+    const float *V = cache_v (llama, layer, hh / group);
+    float *S = llama->scores;
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, T, hd,
+                 llama->scale, llama->q + (gsize) hh * hd, llama->q_dim,
+                 K, hd, 0.0f, S, T);
+    for (int i = 0; i < n; i++) {
+      float *row = S + (gsize) i * T;
+      int valid = p0 + i + 1;   /* causal: keys up to the query's position */
+      softmax_inplace (row, valid);
+      memset (row + valid, 0, (gsize) (T - valid) * sizeof (float));
+    }
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, T,
+                 1.0f, S, T, V, hd, 0.0f, llama->att + (gsize) hh * hd,
+                 llama->q_dim);
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+/* forward */
+
+static void
+ensure_scratch (AvqLlama *llama, int rows, int ctx)
+{
+  if (rows > llama->scratch_rows) {
+    gsize r = rows;
+    llama->x = g_renew (float, llama->x, r * llama->H);
+    llama->h = g_renew (float, llama->h, r * llama->H);
+    llama->q = g_renew (float, llama->q, r * llama->q_dim);
+    llama->k = g_renew (float, llama->k, r * llama->kv_dim);
+    llama->v = g_renew (float, llama->v, r * llama->kv_dim);
+    llama->att = g_renew (float, llama->att, r * llama->q_dim);
+    llama->g = g_renew (float, llama->g, r * llama->ffn);
+    llama->u = g_renew (float, llama->u, r * llama->ffn);
+    llama->scratch_rows = rows;
+    llama->scratch_ctx = 0;   /* scores depend on rows too */
+  }
+  if (ctx > llama->scratch_ctx) {
+    /* prefill: [rows, ctx] for one head at a time; decode: [heads, max_ctx] */
+    gsize need = MAX ((gsize) llama->scratch_rows * ctx,
+                      (gsize) llama->nh * llama->max_ctx);
+    g_free (llama->scores);
+    llama->scores = g_new (float, need);
+    llama->scratch_ctx = ctx;
+  }
+}
+
+static float
+silu (float g)
+{
+  return g / (1.0f + expf (-g));
+}
+
+/* Runs rows x [n, H] (already in llama->x) at positions p0.., fills the
+ * cache, leaves the final hidden states in llama->x. */
+static void
+forward (AvqLlama *llama, int n, int p0)
+{
+  int H = llama->H, hd = llama->hd;
+  float eps = llama->cfg.rms_norm_eps;
+
+  for (int l = 0; l < llama->n_layers; l++) {
+    const Layer *ly = &llama->layers[l];
+
+    rms_norm (llama->x, ly->attn_norm, n, H, eps, llama->h);
+    linear_group (llama, 3, &ly->q, llama->q, &ly->k, llama->k, &ly->v, llama->v,
+                  llama->h, n);
+    rope (llama, llama->q, n, llama->nh, p0);
+    rope (llama, llama->k, n, llama->nkv, p0);
+    for (int kvh = 0; kvh < llama->nkv; kvh++) {
+      float *K = cache_k (llama, l, kvh), *V = cache_v (llama, l, kvh);
+      for (int i = 0; i < n; i++) {
+        memcpy (K + (gsize) (p0 + i) * hd, llama->k + (gsize) i * llama->kv_dim + (gsize) kvh * hd,
+                hd * sizeof (float));
+        memcpy (V + (gsize) (p0 + i) * hd, llama->v + (gsize) i * llama->kv_dim + (gsize) kvh * hd,
+                hd * sizeof (float));
+      }
+    }
+    attention (llama, l, n, p0);
+
+    /* o_proj into h, then the residual */
+    linear (llama, &ly->o, llama->att, n, llama->h);
+    for (gsize i = 0; i < (gsize) n * H; i++)
+      llama->x[i] += llama->h[i];
+
+    rms_norm (llama->x, ly->mlp_norm, n, H, eps, llama->h);
+    linear_group (llama, 2, &ly->gate, llama->g, &ly->up, llama->u, NULL, NULL,
+                  llama->h, n);
+    for (gsize i = 0; i < (gsize) n * llama->ffn; i++)
+      llama->g[i] = silu (llama->g[i]) * llama->u[i];
+    linear (llama, &ly->down, llama->g, n, llama->h);
+    for (gsize i = 0; i < (gsize) n * H; i++)
+      llama->x[i] += llama->h[i];
+  }
+}
+
+static void
+final_logits (AvqLlama *llama, const float *row, float *logits)
+{
+  rms_norm (row, llama->final_norm, 1, llama->H, llama->cfg.rms_norm_eps, llama->last);
+  linear (llama, &llama->lm_head, llama->last, 1, logits);
+}
+
+gboolean
+avq_llama_prefill (AvqLlama *llama, const float *embeddings, int n,
+                   float *logits, GError **error)
+{
+  g_return_val_if_fail (llama != NULL, FALSE);
+  g_return_val_if_fail (n == 0 || embeddings != NULL, FALSE);
+  if (n <= 0) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "LLaMA prefill needs at least one position (got %d)", n);
+    return FALSE;
+  }
+  if (n > llama->max_ctx - llama->n_past) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "LLaMA context full: %d cached + %d new positions > %d",
+                 llama->n_past, n, llama->max_ctx);
+    return FALSE;
+  }
+  for (int done = 0; done < n;) {
+    int chunk = MIN (PREFILL_CHUNK, n - done);
+    ensure_scratch (llama, chunk, llama->n_past + chunk);
+    memcpy (llama->x, embeddings + (gsize) done * llama->H,
+            (gsize) chunk * llama->H * sizeof (float));
+    forward (llama, chunk, llama->n_past);
+    llama->n_past += chunk;
+    done += chunk;
+    if (done == n && logits != NULL)
+      final_logits (llama, llama->x + (gsize) (chunk - 1) * llama->H, logits);
+  }
+  return TRUE;
+}
+
+gboolean
+avq_llama_decode (AvqLlama *llama, int token, float *logits, GError **error)
+{
+  g_return_val_if_fail (llama != NULL, FALSE);
+  g_return_val_if_fail (logits != NULL, FALSE);
+  if (llama->n_past >= llama->max_ctx) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "LLaMA context full: %d positions", llama->max_ctx);
+    return FALSE;
+  }
+  ensure_scratch (llama, 1, llama->n_past + 1);
+  if (!avq_llama_embed (llama, &token, 1, llama->x, error))
+    return FALSE;
+  forward (llama, 1, llama->n_past);
+  llama->n_past++;
+  final_logits (llama, llama->x, logits);
+  return TRUE;
+}
+
+gboolean
+avq_llama_embed (const AvqLlama *llama, const int *ids, int n, float *out,
+                 GError **error)
+{
+  gsize row_bytes = (gsize) llama->H * avq_dtype_size (llama->embed.dtype);
+  for (int i = 0; i < n; i++) {
+    if (ids[i] < 0 || ids[i] >= llama->vocab) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "token id %d at prompt position %d is outside the vocabulary "
+                   "(%d entries of %s)", ids[i], i, llama->vocab, llama->embed.name);
+      return FALSE;
+    }
+    widen (llama->simd, llama->embed.dtype, llama->embed.data + (gsize) ids[i] * row_bytes,
+           llama->H, out + (gsize) i * llama->H);
+  }
+  return TRUE;
+}
+
+/* ---------------------------------------------------------------------- */
+/* construction */
+
+static gboolean
+bind_mat (const AvqModel *model, Mat *m, int rows, int cols, GError **error,
+          const char *fmt, ...) G_GNUC_PRINTF (6, 7);
+
+static gboolean
+bind_mat (const AvqModel *model, Mat *m, int rows, int cols, GError **error,
+          const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  char *name = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  gint64 shape[2] = { rows, cols };
+  const AvqTensor *t = avq_model_require (model, 2, shape, error, "%s", name);
+  if (t == NULL) {
+    g_free (name);
+    return FALSE;
+  }
+  m->name = name;
+  m->data = t->data;
+  m->dtype = t->dtype;
+  m->rows = rows;
+  m->cols = cols;
+  m->direct = t->dtype == AVQ_DTYPE_F32 && ((guintptr) t->data % sizeof (float)) == 0;
+  /* LoRA: this is where a `lora.<name without .weight>` pair from the AVQ
+   * file would be looked up and attached to the Mat (see linear()). */
+  return TRUE;
+}
+
+static float *
+load_vector (const AvqModel *model, int dim, GError **error, const char *name)
+{
+  gint64 shape[1] = { dim };
+  const AvqTensor *t = avq_model_require (model, 1, shape, error, "%s", name);
+  return t ? avq_tensor_dup_f32 (t) : NULL;
+}
+
+static void
+rope_tables (AvqLlama *llama, int from, int to)
+{
+  int half = llama->hd / 2;
+  for (int p = from; p < to; p++) {
+    for (int i = 0; i < half; i++) {
+      /* float32 like HF: inv_freq = 1 / theta^(2i/d), angle = pos * inv_freq */
+      float inv = 1.0f / powf (llama->cfg.rope_theta, (float) (2 * i) / (float) llama->hd);
+      float ang = (float) p * inv;
+      llama->rope_cos[(gsize) p * half + i] = (float) cos ((double) ang);
+      llama->rope_sin[(gsize) p * half + i] = (float) sin ((double) ang);
+    }
+  }
+}
+
+gboolean
+avq_llama_reserve (AvqLlama *llama, int max_context, GError **error)
+{
+  if (max_context <= llama->max_ctx)
+    return TRUE;
+  if (llama->cfg.max_position_embeddings > 0 &&
+      max_context > llama->cfg.max_position_embeddings) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "a context of %d positions exceeds the model's "
+                 "max_position_embeddings (%d)", max_context,
+                 llama->cfg.max_position_embeddings);
+    return FALSE;
+  }
+  gsize per_head = (gsize) max_context * llama->hd;
+  gsize total = (gsize) llama->n_layers * llama->nkv * per_head;
+  float *k = g_try_new (float, total), *v = g_try_new (float, total);
+  if (k == NULL || v == NULL) {
+    g_free (k);
+    g_free (v);
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "cannot allocate a KV cache of %d positions (%" G_GSIZE_FORMAT " MiB)",
+                 max_context, 2 * total * sizeof (float) >> 20);
+    return FALSE;
+  }
+  if (llama->n_past > 0) {
+    for (gsize s = 0; s < (gsize) llama->n_layers * llama->nkv; s++) {
+      memcpy (k + s * per_head, llama->k_cache + s * llama->max_ctx * llama->hd,
+              (gsize) llama->n_past * llama->hd * sizeof (float));
+      memcpy (v + s * per_head, llama->v_cache + s * llama->max_ctx * llama->hd,
+              (gsize) llama->n_past * llama->hd * sizeof (float));
+    }
+  }
+  g_free (llama->k_cache);
+  g_free (llama->v_cache);
+  llama->k_cache = k;
+  llama->v_cache = v;
+  llama->rope_cos = g_renew (float, llama->rope_cos, (gsize) max_context * (llama->hd / 2));
+  llama->rope_sin = g_renew (float, llama->rope_sin, (gsize) max_context * (llama->hd / 2));
+  rope_tables (llama, llama->max_ctx, max_context);
+  llama->max_ctx = max_context;
+  llama->scratch_ctx = 0;   /* decode scores are sized by max_ctx */
+  return TRUE;
+}
+
+static gboolean
+check_config (const AvqModel *model, const AvqTextConfig *c, GError **error)
+{
+  const char *why = NULL;
+  if (c->hidden_size <= 0 || c->intermediate_size <= 0 || c->num_layers <= 0 ||
+      c->vocab_size <= 0)
+    why = "sizes must be positive";
+  else if (c->num_heads <= 0 || c->num_kv_heads <= 0 || c->num_heads % c->num_kv_heads != 0)
+    why = "num_attention_heads must be a positive multiple of num_key_value_heads";
+  else if (c->head_dim <= 0 || c->head_dim % 2 != 0)
+    why = "head_dim must be positive and even (rotary embeddings)";
+  else if (c->num_heads > 4096)
+    why = "too many attention heads";
+  if (why != NULL) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s/config.json: text_config: %s",
+                 model->dir, why);
+    return FALSE;
+  }
+  if (c->hidden_act != AVQ_ACT_SILU) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_UNSUPPORTED,
+                 "%s/config.json: text_config.hidden_act %s is not supported "
+                 "(LLaMA uses silu)", model->dir, avq_activation_name (c->hidden_act));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+AvqLlama *
+avq_llama_new (const AvqModel *model, int max_context, GError **error)
+{
+  g_return_val_if_fail (model != NULL, NULL);
+  const AvqTextConfig *c = &model->config.text;
+  if (!check_config (model, c, error))
+    return NULL;
+
+  AvqLlama *llama = g_new0 (AvqLlama, 1);
+  g_mutex_init (&llama->lock);
+  g_cond_init (&llama->done);
+  llama->model = model;
+  llama->cfg = *c;
+  llama->H = c->hidden_size;
+  llama->nh = c->num_heads;
+  llama->nkv = c->num_kv_heads;
+  llama->hd = c->head_dim;
+  llama->ffn = c->intermediate_size;
+  llama->vocab = c->vocab_size;
+  llama->n_layers = c->num_layers;
+  llama->q_dim = llama->nh * llama->hd;
+  llama->kv_dim = llama->nkv * llama->hd;
+  llama->scale = 1.0f / sqrtf ((float) llama->hd);
+  llama->simd = cpu_has_simd ();
+  llama->threads = 1;
+
+  const char *P = "language_model.model";
+  if (!bind_mat (model, &llama->embed, llama->vocab, llama->H, error, "%s.embed_tokens.weight", P))
+    goto fail;
+  if (c->tie_word_embeddings) {
+    llama->lm_head = llama->embed;
+    llama->lm_head.name = g_strdup (llama->embed.name);
+  } else if (!bind_mat (model, &llama->lm_head, llama->vocab, llama->H, error,
+                        "language_model.lm_head.weight")) {
+    goto fail;
+  }
+  char *norm_name = g_strdup_printf ("%s.norm.weight", P);
+  llama->final_norm = load_vector (model, llama->H, error, norm_name);
+  g_free (norm_name);
+  if (llama->final_norm == NULL)
+    goto fail;
+
+  llama->layers = g_new0 (Layer, llama->n_layers);
+  for (int l = 0; l < llama->n_layers; l++) {
+    Layer *ly = &llama->layers[l];
+    char *an = g_strdup_printf ("%s.layers.%d.input_layernorm.weight", P, l);
+    char *mn = g_strdup_printf ("%s.layers.%d.post_attention_layernorm.weight", P, l);
+    ly->attn_norm = load_vector (model, llama->H, error, an);
+    if (ly->attn_norm != NULL)
+      ly->mlp_norm = load_vector (model, llama->H, error, mn);
+    g_free (an);
+    g_free (mn);
+    if (ly->mlp_norm == NULL)
+      goto fail;
+#define BIND(field, rows, cols, sub) \
+    if (!bind_mat (model, &ly->field, rows, cols, error, "%s.layers.%d.%s.weight", P, l, sub)) \
+      goto fail;
+    BIND (q, llama->q_dim, llama->H, "self_attn.q_proj");
+    BIND (k, llama->kv_dim, llama->H, "self_attn.k_proj");
+    BIND (v, llama->kv_dim, llama->H, "self_attn.v_proj");
+    BIND (o, llama->H, llama->q_dim, "self_attn.o_proj");
+    BIND (gate, llama->ffn, llama->H, "mlp.gate_proj");
+    BIND (up, llama->ffn, llama->H, "mlp.up_proj");
+    BIND (down, llama->H, llama->ffn, "mlp.down_proj");
+#undef BIND
+  }
+
+  /* the widening scratch fits the largest block of any layer matrix (the
+   * lm_head only ever runs one row and needs none) */
+  gsize wfloats = 0;
+  const Layer *l0 = &llama->layers[0];
+  const Mat *mats[] = { &l0->q, &l0->k, &l0->v, &l0->o, &l0->gate, &l0->up, &l0->down };
+  for (guint i = 0; i < G_N_ELEMENTS (mats); i++) {
+    int rows = MIN (block_rows (mats[i]->cols), mats[i]->rows);
+    wfloats = MAX (wfloats, (gsize) rows * mats[i]->cols);
+  }
+  llama->wbuf = g_new (float, wfloats);
+  llama->wbuf_floats = wfloats;
+  llama->last = g_new (float, llama->H);
+
+  if (max_context <= 0) {
+    /* a LLaVA-1.5 prompt with one image is ~600 positions; the cache of a
+     * 7B model costs 1 MiB a position, so start small and let callers
+     * (avq_llava_generate) reserve what they need */
+    max_context = 1024;
+    if (c->max_position_embeddings > 0)
+      max_context = MIN (max_context, c->max_position_embeddings);
+  }
+  if (!avq_llama_reserve (llama, max_context, error))
+    goto fail;
+  return llama;
+
+fail:
+  avq_llama_free (llama);
+  return NULL;
+}
+
+static void
+clear_mat (Mat *m)
+{
+  g_free (m->name);
+}
+
+void
+avq_llama_free (AvqLlama *llama)
+{
+  if (llama == NULL)
+    return;
+  if (llama->pool != NULL)
+    g_thread_pool_free (llama->pool, FALSE, TRUE);
+  clear_mat (&llama->embed);
+  clear_mat (&llama->lm_head);
+  if (llama->layers != NULL) {
+    for (int l = 0; l < llama->n_layers; l++) {
+      Layer *ly = &llama->layers[l];
+      g_free (ly->attn_norm);
+      g_free (ly->mlp_norm);
+      clear_mat (&ly->q);
+      clear_mat (&ly->k);
+      clear_mat (&ly->v);
+      clear_mat (&ly->o);
+      clear_mat (&ly->gate);
+      clear_mat (&ly->up);
+      clear_mat (&ly->down);
+    }
+    g_free (llama->layers);
+  }
+  g_free (llama->final_norm);
+  g_free (llama->k_cache);
+  g_free (llama->v_cache);
+  g_free (llama->rope_cos);
+  g_free (llama->rope_sin);
+  g_free (llama->x);
+  g_free (llama->h);
+  g_free (llama->q);
+  g_free (llama->k);
+  g_free (llama->v);
+  g_free (llama->att);
+  g_free (llama->g);
+  g_free (llama->u);
+  g_free (llama->scores);
+  g_free (llama->wbuf);
+  g_free (llama->last);
+  g_mutex_clear (&llama->lock);
+  g_cond_clear (&llama->done);
+  g_free (llama);
+}
+
+void
+avq_llama_set_threads (AvqLlama *llama, int threads)
+{
+  g_return_if_fail (llama != NULL);
+  if (threads <= 0)
+    threads = (int) g_get_num_processors ();
+  threads = CLAMP (threads, 1, MAX_THREADS);
+  openblas_set_num_threads (threads);
+  if (llama->pool != NULL) {
+    g_thread_pool_free (llama->pool, FALSE, TRUE);
+    llama->pool = NULL;
+  }
+  llama->threads = threads;
+  if (threads > 1)
+    llama->pool = g_thread_pool_new (pool_worker, llama, threads - 1, TRUE, NULL);
+  if (llama->pool == NULL)
+    llama->threads = 1;
+}
+
+void
+avq_llama_set_block_rows (AvqLlama *llama, int rows)
+{
+  g_return_if_fail (llama != NULL);
+  llama->block_rows = MAX (rows, 0);
+  if (rows > 0) {
+    int max_cols = MAX (MAX (llama->H, llama->ffn), llama->q_dim);
+    gsize need = (gsize) rows * max_cols;
+    if (need > llama->wbuf_floats) {
+      g_free (llama->wbuf);
+      llama->wbuf = g_new (float, need);
+      llama->wbuf_floats = need;
+    }
+  }
+}
+
+void
+avq_llama_set_simd (AvqLlama *llama, gboolean enable)
+{
+  g_return_if_fail (llama != NULL);
+  llama->simd = enable && cpu_has_simd ();
+}
+
+void
+avq_llama_reset (AvqLlama *llama)
+{
+  g_return_if_fail (llama != NULL);
+  llama->n_past = 0;
+}
+
+const AvqModel *
+avq_llama_get_model (const AvqLlama *llama)
+{
+  return llama->model;
+}
+
+const AvqTextConfig *
+avq_llama_get_config (const AvqLlama *llama)
+{
+  return &llama->cfg;
+}
+
+int
+avq_llama_hidden_size (const AvqLlama *llama)
+{
+  return llama->H;
+}
+
+int
+avq_llama_vocab_size (const AvqLlama *llama)
+{
+  return llama->vocab;
+}
+
+int
+avq_llama_n_past (const AvqLlama *llama)
+{
+  return llama->n_past;
+}
+
+int
+avq_llama_max_context (const AvqLlama *llama)
+{
+  return llama->max_ctx;
+}

@@ -2,7 +2,9 @@
 #include "avq-error.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <glib/gstdio.h>
@@ -138,21 +140,27 @@ typedef union {
   guint32 u;
 } FloatBits;
 
-/* Branch-free so the conversion loops vectorise. Shifting the 15 exponent +
- * mantissa bits into float position gives the value scaled by 2^-112 for
- * normals and subnormals alike (a half subnormal lands on a float subnormal
- * with the same mantissa), so one exact multiply rebiases both. Only
- * inf/NaN need their exponent forced to all ones. */
+/* Branch-free so the conversion loops vectorise. Normals only need the
+ * exponent rebiased (15 -> 127, an integer add). Subnormals are built as
+ * 2^-14 * (1 + m/1024) and 2^-14 subtracted, which is exact and never
+ * touches float subnormals (those cost a microcode assist per element on
+ * x86). Inf/NaN get an all-ones exponent with the payload kept. */
 static inline float
 half_to_float_inline (guint16 h)
 {
-  guint32 em = (guint32) (h & 0x7fffu);
-  FloatBits v = { .u = em << 13 };
-  v.f *= 0x1p112f;
-  guint32 special = (em << 13) | 0x7f800000u;
-  v.u = em >= 0x7c00u ? special : v.u;
-  v.u |= (guint32) (h & 0x8000u) << 16;
-  return v.f;
+  guint32 shifted = (guint32) (h & 0x7fffu) << 13;
+  guint32 exp = shifted & 0x0f800000u;
+  FloatBits normal = { .u = shifted + 0x38000000u };
+  FloatBits sub = { .u = shifted + 0x38800000u };
+  sub.f -= 0x1p-14f;
+  guint32 special = shifted | 0x7f800000u;
+  /* masks rather than ?: so GCC -O2 sees no control flow */
+  guint32 is_sub = 0u - (guint32) (exp == 0);
+  guint32 is_special = 0u - (guint32) (exp == 0x0f800000u);
+  guint32 u = (normal.u & ~(is_sub | is_special)) | (sub.u & is_sub)
+      | (special & is_special);
+  FloatBits out = { .u = u | ((guint32) (h & 0x8000u) << 16) };
+  return out.f;
 }
 
 float
@@ -213,9 +221,11 @@ convert_f16 (const guint8 *src, gsize n, float *dst)
   gsize i = 0;
   for (; i + BLOCK <= n; i += BLOCK) {
     guint16 tmp[BLOCK];
+    float out[BLOCK];
     memcpy (tmp, src + 2 * i, sizeof tmp);
     for (int j = 0; j < BLOCK; j++)
-      dst[i + j] = half_to_float_inline (tmp[j]);
+      out[j] = half_to_float_inline (tmp[j]);
+    memcpy (dst + i, out, sizeof out);
   }
   for (; i < n; i++) {
     guint16 h;
@@ -324,55 +334,24 @@ avq_tensor_check_float (const AvqTensor *t, int ndim, const gint64 *shape,
 /* ---- header parsing ------------------------------------------------------ */
 
 /* json-glib 1.6 keeps the last of duplicate object members without a word,
- * which would let a file hide a tensor; counting members as they are parsed
- * and comparing with the final object size exposes the collapse. */
+ * which would let a file hide a tensor. The object-member signal fires
+ * after each member is stored, so a member that leaves the object smaller
+ * than the number of members seen so far was a duplicate. */
+typedef struct {
+  GHashTable *counts;   /* JsonObject* -> members parsed so far */
+  char *dup;            /* first duplicated key */
+} DupCheck;
+
 static void
 on_object_member (JsonParser *parser, JsonObject *object, char *name,
                   gpointer user_data)
 {
   (void) parser;
-  (void) name;
-  GHashTable *counts = user_data;
-  guint c = GPOINTER_TO_UINT (g_hash_table_lookup (counts, object));
-  g_hash_table_insert (counts, object, GUINT_TO_POINTER (c + 1));
-}
-
-typedef struct {
-  const char *display;
-  gboolean dup;
-  const char *dup_name;
-} DupCheck;
-
-static void
-check_dups_node (JsonNode *node, GHashTable *counts, DupCheck *dc);
-
-static void
-check_dups_object (JsonObject *obj, GHashTable *counts, DupCheck *dc)
-{
-  guint seen = GPOINTER_TO_UINT (g_hash_table_lookup (counts, obj));
-  if (seen != json_object_get_size (obj)) {
-    dc->dup = TRUE;
-    return;
-  }
-  JsonObjectIter it;
-  const char *name;
-  JsonNode *member;
-  json_object_iter_init (&it, obj);
-  while (!dc->dup && json_object_iter_next (&it, &name, &member))
-    check_dups_node (member, counts, dc);
-}
-
-static void
-check_dups_node (JsonNode *node, GHashTable *counts, DupCheck *dc)
-{
-  if (JSON_NODE_HOLDS_OBJECT (node)) {
-    check_dups_object (json_node_get_object (node), counts, dc);
-  } else if (JSON_NODE_HOLDS_ARRAY (node)) {
-    JsonArray *a = json_node_get_array (node);
-    guint len = json_array_get_length (a);
-    for (guint i = 0; !dc->dup && i < len; i++)
-      check_dups_node (json_array_get_element (a, i), counts, dc);
-  }
+  DupCheck *dc = user_data;
+  guint c = GPOINTER_TO_UINT (g_hash_table_lookup (dc->counts, object)) + 1;
+  g_hash_table_insert (dc->counts, object, GUINT_TO_POINTER (c));
+  if (c > json_object_get_size (object) && dc->dup == NULL)
+    dc->dup = g_strdup (name);
 }
 
 /* Parses JSON text into a root node, rejecting duplicate keys anywhere.
@@ -384,6 +363,7 @@ parse_json_strict (const char *text, gsize len, const char *what,
   g_autoptr (JsonParser) parser = json_parser_new ();
   g_autoptr (GHashTable) counts = g_hash_table_new (NULL, NULL);
   g_autoptr (GError) local = NULL;
+  DupCheck dc = { counts, NULL };
 
   if (len > G_MAXSSIZE) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: JSON too large", what);
@@ -396,23 +376,22 @@ parse_json_strict (const char *text, gsize len, const char *what,
                  "%s: JSON contains a NUL byte", what);
     return NULL;
   }
-  g_signal_connect (parser, "object-member", G_CALLBACK (on_object_member),
-                    counts);
-  if (!json_parser_load_from_data (parser, text, (gssize) len, &local)) {
+  g_signal_connect (parser, "object-member", G_CALLBACK (on_object_member), &dc);
+  gboolean ok = json_parser_load_from_data (parser, text, (gssize) len, &local);
+  g_autofree char *dup = dc.dup;
+  if (!ok) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: invalid JSON: %s",
                  what, local->message);
+    return NULL;
+  }
+  if (dup != NULL) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT,
+                 "%s: duplicate key \"%s\"", what, dup);
     return NULL;
   }
   JsonNode *root = json_parser_get_root (parser);
   if (root == NULL) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: empty JSON", what);
-    return NULL;
-  }
-  DupCheck dc = { what, FALSE, NULL };
-  check_dups_node (root, counts, &dc);
-  if (dc.dup) {
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT,
-                 "%s: JSON object with a duplicate key", what);
     return NULL;
   }
   return json_node_copy (root);
@@ -499,10 +478,6 @@ parse_tensor_entry (const char *path, const char *name, JsonNode *node,
                    path, name, i);
       return FALSE;
     }
-    /* Keep multiplying after a zero dimension would hide nothing: a zero
-     * makes numel 0 for good, but a huge later dimension is still nonsense
-     * only if the product before it was non-zero, which the checked
-     * multiply handles. */
     if (!overflow && !g_uint64_checked_mul (&numel, numel, (guint64) shape[i]))
       overflow = TRUE;
   }
@@ -510,7 +485,8 @@ parse_tensor_entry (const char *path, const char *name, JsonNode *node,
   if (overflow || !g_uint64_checked_mul (&nbytes, numel, avq_dtype_size (dtype))
       || nbytes > data_size) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT,
-                 "%s: tensor %s: shape is larger than the file's data area",
+                 "%s: tensor %s: shape holds more bytes than the file's "
+                 "data area", 
                  path, name);
     return FALSE;
   }
@@ -533,8 +509,8 @@ parse_tensor_entry (const char *path, const char *name, JsonNode *node,
   if (begin > end || (guint64) end > data_size) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT,
                  "%s: tensor %s: data_offsets [%" G_GINT64_FORMAT ", %"
-                 G_GINT64_FORMAT "] lie outside the data area of %" G_GUINT64_FORMAT
-                 " bytes", path, name, begin, end, data_size);
+                 G_GINT64_FORMAT "] are not a range inside the data area of %"
+                 G_GUINT64_FORMAT " bytes", path, name, begin, end, data_size);
     return FALSE;
   }
   if ((guint64) (end - begin) != nbytes) {
@@ -767,6 +743,12 @@ avq_safetensors_open_memory (const guint8 *data, gsize size,
   return st;
 }
 
+static int
+str_ptr_cmp (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
 /* Shard names come from a file we do not trust: only plain names in the
  * index's own directory are allowed. */
 static gboolean
@@ -783,6 +765,11 @@ open_index (const char *index_path, GError **error)
   g_autofree char *text = NULL;
   gsize len = 0;
   g_autoptr (GError) local = NULL;
+  g_autofree char *dir = g_path_get_dirname (index_path);
+  /* shard name -> full path, each shard opened once in a stable order */
+  g_autoptr (GHashTable) shards = g_hash_table_new_full (g_str_hash, g_str_equal,
+                                                         NULL, g_free);
+  g_autoptr (GPtrArray) order = g_ptr_array_new ();
   if (!g_file_get_contents (index_path, &text, &len, &local)) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_IO, "%s: cannot read: %s",
                  index_path, local->message);
@@ -793,6 +780,10 @@ open_index (const char *index_path, GError **error)
     return NULL;
 
   AvqSafetensors *st = NULL;
+  JsonObject *map;
+  JsonObjectIter it;
+  const char *name;
+  JsonNode *value;
   JsonNode *wm = JSON_NODE_HOLDS_OBJECT (root)
       ? json_object_get_member (json_node_get_object (root), "weight_map") : NULL;
   if (wm == NULL || !JSON_NODE_HOLDS_OBJECT (wm)) {
@@ -800,15 +791,7 @@ open_index (const char *index_path, GError **error)
                  "%s: no \"weight_map\" object", index_path);
     goto out;
   }
-  JsonObject *map = json_node_get_object (wm);
-  g_autofree char *dir = g_path_get_dirname (index_path);
-  /* shard name -> full path, each shard opened once in a stable order */
-  g_autoptr (GHashTable) shards = g_hash_table_new_full (g_str_hash, g_str_equal,
-                                                         NULL, g_free);
-  g_autoptr (GPtrArray) order = g_ptr_array_new ();
-  JsonObjectIter it;
-  const char *name;
-  JsonNode *value;
+  map = json_node_get_object (wm);
   json_object_iter_init (&it, map);
   while (json_object_iter_next (&it, &name, &value)) {
     if (!JSON_NODE_HOLDS_VALUE (value)
@@ -831,8 +814,7 @@ open_index (const char *index_path, GError **error)
                  "%s: weight_map is empty", index_path);
     goto out;
   }
-  g_ptr_array_sort (order, (GCompareFunc) g_strcmp0);
-  /* g_ptr_array_sort passes pointers to elements */
+  g_ptr_array_sort (order, str_ptr_cmp);
   st = st_new (index_path);
   for (guint i = 0; i < order->len; i++) {
     const char *shard = g_ptr_array_index (order, i);
@@ -847,9 +829,14 @@ open_index (const char *index_path, GError **error)
     const char *shard_path = g_hash_table_lookup (shards, shard);
     const AvqTensor *t = g_hash_table_lookup (st->by_name, name);
     if (t == NULL || strcmp (t->file, shard_path) != 0) {
-      g_set_error (error, AVQ_ERROR, AVQ_ERROR_MISSING,
-                   "%s: tensor %s is listed in %s but %s", shard_path, name,
-                   index_path, t ? "stored in another shard" : "not stored there");
+      if (t == NULL)
+        g_set_error (error, AVQ_ERROR, AVQ_ERROR_MISSING,
+                     "%s: tensor %s is listed in %s but not stored there",
+                     shard_path, name, index_path);
+      else
+        g_set_error (error, AVQ_ERROR, AVQ_ERROR_MISSING,
+                     "%s: tensor %s is listed for %s but stored in another "
+                     "shard, %s", index_path, name, shard, t->file);
       g_clear_pointer (&st, avq_safetensors_free);
       goto out;
     }
@@ -983,6 +970,8 @@ avq_safetensors_writer_add (AvqSafetensorsWriter *w, const char *name,
                             const void *data)
 {
   g_return_if_fail (w != NULL && name != NULL);
+  /* the header is JSON: names must be valid UTF-8 */
+  g_return_if_fail (g_utf8_validate (name, -1, NULL));
   g_return_if_fail (strcmp (name, "__metadata__") != 0);
   g_return_if_fail (dtype_valid (dtype));
   g_return_if_fail (ndim >= 0 && ndim <= AVQ_TENSOR_MAX_DIMS);
@@ -1013,6 +1002,7 @@ avq_safetensors_writer_set_metadata (AvqSafetensorsWriter *w, const char *key,
                                      const char *value)
 {
   g_return_if_fail (w != NULL && key != NULL && value != NULL);
+  g_return_if_fail (g_utf8_validate (key, -1, NULL) && g_utf8_validate (value, -1, NULL));
   g_hash_table_replace (w->metadata, g_strdup (key), g_strdup (value));
 }
 
@@ -1024,25 +1014,28 @@ wentry_cmp (gconstpointer a, gconstpointer b)
   return strcmp (x->name, y->name);
 }
 
-static int
-str_ptr_cmp (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(const char *const *) a, *(const char *const *) b);
-}
-
 gboolean
 avq_safetensors_writer_save (AvqSafetensorsWriter *w, const char *path,
                              GError **error)
 {
   g_return_val_if_fail (w != NULL && path != NULL, FALSE);
 
-  g_autoptr (GPtrArray) entries = g_hash_table_get_values_as_ptr_array (w->entries);
+  /* GLib 2.74 lacks g_hash_table_get_values_as_ptr_array */
+  g_autoptr (GPtrArray) entries = g_ptr_array_new ();
+  GHashTableIter hit;
+  gpointer hkey, hval;
+  g_hash_table_iter_init (&hit, w->entries);
+  while (g_hash_table_iter_next (&hit, &hkey, &hval))
+    g_ptr_array_add (entries, hval);
   g_ptr_array_sort (entries, wentry_cmp);
 
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   if (g_hash_table_size (w->metadata) > 0) {
-    g_autoptr (GPtrArray) keys = g_hash_table_get_keys_as_ptr_array (w->metadata);
+    g_autoptr (GPtrArray) keys = g_ptr_array_new ();
+    g_hash_table_iter_init (&hit, w->metadata);
+    while (g_hash_table_iter_next (&hit, &hkey, &hval))
+      g_ptr_array_add (keys, hkey);
     g_ptr_array_sort (keys, str_ptr_cmp);
     json_builder_set_member_name (b, "__metadata__");
     json_builder_begin_object (b);

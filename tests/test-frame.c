@@ -258,6 +258,29 @@ test_full_range_values (void)
   g_assert_true (signbit (back->side_range[1]));
 }
 
+static void
+test_serialize_refuses (void)
+{
+  /* The writer refuses frames its own parser would reject. */
+  g_autoptr (AvqFrame) f = avq_frame_new (10, 4, 0, test_id);
+  gsize len = 99;
+
+  f->flags |= 0x80;
+  g_test_expect_message ("avq", G_LOG_LEVEL_CRITICAL, "*");
+  g_assert_null (avq_frame_serialize (f, &len));
+  g_test_assert_expected_messages ();
+  f->flags = AVQ_FRAME_FLAG_KEYFRAME | AVQ_FRAME_FLAG_SIDE_INFO;
+  g_test_expect_message ("avq", G_LOG_LEVEL_CRITICAL, "*");
+  g_assert_null (avq_frame_serialize (f, &len));
+  g_test_assert_expected_messages ();
+  f->flags = AVQ_FRAME_FLAG_KEYFRAME;
+  f->version = 2;
+  g_test_expect_message ("avq", G_LOG_LEVEL_CRITICAL, "*");
+  g_assert_null (avq_frame_serialize (f, &len));
+  g_test_assert_expected_messages ();
+  g_assert_cmpuint (len, ==, 99);
+}
+
 /* ---- strict parser ---- */
 
 static void
@@ -590,6 +613,7 @@ main (int argc, char **argv)
   g_test_add_func ("/frame/side-bytes", test_side_bytes);
   g_test_add_func ("/frame/roundtrip", test_roundtrip);
   g_test_add_func ("/frame/full-range", test_full_range_values);
+  g_test_add_func ("/frame/serialize-refuses", test_serialize_refuses);
   g_test_add_func ("/frame/reject/lengths", test_reject_lengths);
   g_test_add_func ("/frame/reject/header", test_reject_header);
   g_test_add_func ("/frame/reject/padding", test_reject_padding);

@@ -1,0 +1,167 @@
+#include "avq-answerer.h"
+#include "avq-error.h"
+#include <string.h>
+
+struct _AvqAnswerer {
+  AvqEngine *engine;
+  AvqTokenizer *tokenizer;
+  AvqLlama *llama;
+  float *features;          /* [feature_tokens, hidden] */
+};
+
+void
+avq_ask_options_init (AvqAskOptions *options)
+{
+  memset (options, 0, sizeof *options);
+  options->max_new_tokens = 64;
+  options->top_p = 1.0f;
+}
+
+void
+avq_answerer_free (AvqAnswerer *answerer)
+{
+  if (answerer == NULL)
+    return;
+  /* The decoder borrows the engine's model: free it first. */
+  g_clear_pointer (&answerer->llama, avq_llama_free);
+  g_clear_pointer (&answerer->engine, avq_engine_free);
+  g_clear_pointer (&answerer->tokenizer, avq_tokenizer_free);
+  g_free (answerer->features);
+  g_free (answerer);
+}
+
+AvqAnswerer *
+avq_answerer_new (const AvqAnswererOptions *options, GError **error)
+{
+  g_return_val_if_fail (options != NULL && options->model_dir != NULL, NULL);
+  g_autoptr (AvqAnswerer) self = g_new0 (AvqAnswerer, 1);
+
+  AvqEngineOptions engine_options = {
+    .model_dir = options->model_dir,
+    .avq_path = options->avq_path,
+    .threads = options->threads,
+    .load_language_model = TRUE,
+  };
+  self->engine = avq_engine_new (&engine_options, error);
+  if (self->engine == NULL)
+    return NULL;
+  self->tokenizer = avq_tokenizer_load (options->model_dir, error);
+  if (self->tokenizer == NULL)
+    return NULL;
+  self->llama = avq_llama_new (avq_engine_get_model (self->engine), 0, error);
+  if (self->llama == NULL)
+    return NULL;
+  if (options->threads > 0)
+    avq_llama_set_threads (self->llama, options->threads);
+
+  guint dim = avq_engine_feature_dim (self->engine);
+  if ((int) dim != avq_llama_hidden_size (self->llama)) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_MISMATCH,
+                 "%s: the projector gives %u-wide features but the language model is %d wide",
+                 options->model_dir, dim, avq_llama_hidden_size (self->llama));
+    return NULL;
+  }
+  self->features = g_new (float, (gsize) avq_engine_feature_tokens (self->engine) * dim);
+  return g_steal_pointer (&self);
+}
+
+AvqEngine *
+avq_answerer_get_engine (AvqAnswerer *answerer)
+{
+  return answerer->engine;
+}
+
+gint32 *
+avq_answerer_prompt_ids (AvqAnswerer *answerer, const char *question,
+                         const char *system_prompt, gsize *n_ids, GError **error)
+{
+  g_autofree char *prompt = system_prompt && *system_prompt
+      ? g_strdup_printf ("%s USER: <image>\n%s ASSISTANT:", system_prompt, question)
+      : g_strdup_printf ("USER: <image>\n%s ASSISTANT:", question);
+  return avq_tokenizer_encode (answerer->tokenizer, prompt, -1, TRUE, n_ids, error);
+}
+
+void
+avq_answer_free (AvqAnswer *answer)
+{
+  if (answer == NULL)
+    return;
+  g_free (answer->text);
+  if (answer->ids)
+    g_array_unref (answer->ids);
+  g_free (answer);
+}
+
+static AvqAnswer *
+generate (AvqAnswerer *self, const char *question, const AvqAskOptions *options,
+          double vision_ms, GError **error)
+{
+  AvqAskOptions defaults;
+  if (options == NULL) {
+    avq_ask_options_init (&defaults);
+    options = &defaults;
+  }
+  gsize n_ids = 0;
+  g_autofree gint32 *ids = avq_answerer_prompt_ids (self, question, options->system_prompt,
+                                                    &n_ids, error);
+  if (ids == NULL)
+    return NULL;
+  g_autofree int *prompt = g_new (int, n_ids);
+  for (gsize i = 0; i < n_ids; i++)
+    prompt[i] = ids[i];
+
+  AvqGenerateOptions gen;
+  avq_generate_options_init (&gen);
+  gen.max_new_tokens = options->max_new_tokens;
+  gen.temperature = options->temperature;
+  gen.top_p = options->top_p;
+  gen.seed = options->seed;
+
+  int positions = avq_engine_feature_tokens (self->engine);
+  if (!avq_llama_reserve (self->llama, (int) n_ids + positions + gen.max_new_tokens, error))
+    return NULL;
+
+  g_autoptr (AvqAnswer) answer = g_new0 (AvqAnswer, 1);
+  answer->ids = g_array_new (FALSE, FALSE, sizeof (int));
+  AvqGenerateStats stats = { 0 };
+  if (!avq_llava_generate (self->llama, prompt, (int) n_ids, self->features, positions,
+                           &gen, answer->ids, &stats, error))
+    return NULL;
+  g_autofree gint32 *out = g_new (gint32, answer->ids->len + 1);
+  for (guint i = 0; i < answer->ids->len; i++)
+    out[i] = g_array_index (answer->ids, int, i);
+  answer->text = avq_tokenizer_decode (self->tokenizer, out, answer->ids->len, TRUE);
+  answer->vision_ms = vision_ms;
+  answer->prefill_ms = stats.prefill_ms;
+  answer->decode_ms = stats.decode_ms;
+  return g_steal_pointer (&answer);
+}
+
+AvqAnswer *
+avq_answerer_ask_frame (AvqAnswerer *self, const AvqFrame *frame,
+                        const char *question, const AvqAskOptions *options,
+                        GError **error)
+{
+  gint64 start = g_get_monotonic_time ();
+  if (!avq_engine_decode_frame (self->engine, frame, self->features, error))
+    return NULL;
+  return generate (self, question, options, (g_get_monotonic_time () - start) / 1000.0, error);
+}
+
+AvqAnswer *
+avq_answerer_ask_image (AvqAnswerer *self, const AvqImage *image,
+                        AvqPreprocessMode mode, const char *question,
+                        const AvqAskOptions *options, GError **error)
+{
+  gint64 start = g_get_monotonic_time ();
+  if (avq_engine_has_avq (self->engine)) {
+    /* Edge and cloud halves in one process: the answer sees exactly what a
+     * receiver of this frame would. */
+    g_autoptr (AvqFrame) frame = avq_engine_encode_image (self->engine, image, mode, error);
+    if (frame == NULL || !avq_engine_decode_frame (self->engine, frame, self->features, error))
+      return NULL;
+  } else if (!avq_engine_features_from_image (self->engine, image, mode, self->features, error)) {
+    return NULL;
+  }
+  return generate (self, question, options, (g_get_monotonic_time () - start) / 1000.0, error);
+}

@@ -1,0 +1,59 @@
+/* Question answering on top of the engine: AVQ frame (or image) ->
+ * projected image features -> LLaVA prompt -> generated answer text.
+ * Used by `avq ask` and the avqanswer element. Not thread-safe: one per
+ * thread. */
+#pragma once
+#include <glib.h>
+#include "avq-engine.h"
+#include "avq-llava.h"
+#include "avq-tokenizer.h"
+
+G_BEGIN_DECLS
+
+typedef struct _AvqAnswerer AvqAnswerer;
+
+typedef struct {
+  const char *model_dir;   /* required: weights + tokenizer.json */
+  const char *avq_path;    /* NULL: only images (unsplit path) can be asked about */
+  int threads;             /* 0: automatic */
+} AvqAnswererOptions;
+
+typedef struct {
+  int max_new_tokens;      /* default 64 */
+  float temperature;       /* <= 0: greedy (default) */
+  float top_p;             /* default 1 */
+  guint32 seed;
+  const char *system_prompt; /* NULL: the llava-hf template without one */
+} AvqAskOptions;
+
+typedef struct {
+  char *text;              /* decoded answer, special tokens skipped */
+  GArray *ids;             /* generated ids (int), EOS excluded */
+  double vision_ms, prefill_ms, decode_ms;
+} AvqAnswer;
+
+void avq_ask_options_init (AvqAskOptions *options);
+
+AvqAnswerer *avq_answerer_new (const AvqAnswererOptions *options, GError **error);
+void avq_answerer_free (AvqAnswerer *answerer);
+AvqEngine *avq_answerer_get_engine (AvqAnswerer *answerer);
+
+/* The prompt ids for `question` (llava-hf chat template, AVQ-SPEC section 8):
+ * "USER: <image>\n{question} ASSISTANT:" with BOS, the <image> token kept
+ * as one id (expanded at prefill). The question is used verbatim. */
+gint32 *avq_answerer_prompt_ids (AvqAnswerer *answerer, const char *question,
+                                 const char *system_prompt, gsize *n_ids,
+                                 GError **error);
+
+AvqAnswer *avq_answerer_ask_frame (AvqAnswerer *answerer, const AvqFrame *frame,
+                                   const char *question, const AvqAskOptions *options,
+                                   GError **error);
+AvqAnswer *avq_answerer_ask_image (AvqAnswerer *answerer, const AvqImage *image,
+                                   AvqPreprocessMode mode, const char *question,
+                                   const AvqAskOptions *options, GError **error);
+void avq_answer_free (AvqAnswer *answer);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (AvqAnswerer, avq_answerer_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (AvqAnswer, avq_answer_free)
+
+G_END_DECLS

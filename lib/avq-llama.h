@@ -1,0 +1,70 @@
+/* The LLaMA decoder of LLaVA (HF LlamaForCausalLM semantics) on the CPU.
+ *
+ * Weights stay in the model's mapping in their file dtype (F16, BF16 or
+ * F32): a 7B model must fit next to its own file in 24 GB, so linear layers
+ * widen a block of weight rows at a time into a small scratch buffer (or,
+ * for a single row, fuse the widening into the dot products). Activations,
+ * norms, softmax and the KV cache are float32.
+ *
+ * An AvqLlama borrows the AvqModel it was made from: keep the model open
+ * while the decoder lives. Not thread-safe: one per thread. */
+#pragma once
+#include <glib.h>
+#include "avq-model.h"
+
+G_BEGIN_DECLS
+
+typedef struct _AvqLlama AvqLlama;
+
+/* Binds and checks every language-model tensor (shape and float dtype;
+ * the GError names the tensor and its file). `max_context` is the number
+ * of positions the KV cache holds at first (prompt + generated tokens);
+ * <= 0 picks min(max_position_embeddings, 1024). avq_llama_reserve() can
+ * grow it later. */
+AvqLlama *avq_llama_new (const AvqModel *model, int max_context, GError **error);
+void avq_llama_free (AvqLlama *llama);
+
+const AvqModel *avq_llama_get_model (const AvqLlama *llama);
+const AvqTextConfig *avq_llama_get_config (const AvqLlama *llama);
+int avq_llama_hidden_size (const AvqLlama *llama);
+int avq_llama_vocab_size (const AvqLlama *llama);
+/* Positions already in the KV cache. */
+int avq_llama_n_past (const AvqLlama *llama);
+int avq_llama_max_context (const AvqLlama *llama);
+
+/* Grows the KV cache to hold `max_context` positions, keeping what it
+ * holds. Fails beyond max_position_embeddings. */
+gboolean avq_llama_reserve (AvqLlama *llama, int max_context, GError **error);
+/* Forgets the cached positions: the next prefill starts at position 0. */
+void avq_llama_reset (AvqLlama *llama);
+
+/* Threads for BLAS and for the decoder's own kernels (<= 0: the number of
+ * CPUs). Process-wide for BLAS, per decoder for the rest. */
+void avq_llama_set_threads (AvqLlama *llama, int threads);
+
+/* Weight rows widened per GEMM call in prefill; 0 (default) sizes blocks
+ * to a 16 MiB scratch. For tuning and tests. */
+void avq_llama_set_block_rows (AvqLlama *llama, int rows);
+
+/* FALSE: use the portable C kernels even where AVX2/FMA/F16C exist (the
+ * default uses them when the CPU has them). For tests and comparisons. */
+void avq_llama_set_simd (AvqLlama *llama, gboolean enable);
+
+/* embed_tokens rows of `ids` into `out` [n, hidden]. Ids outside the vocab
+ * are an AVQ_ERROR_INVALID_ARGUMENT. */
+gboolean avq_llama_embed (const AvqLlama *llama, const int *ids, int n,
+                          float *out, GError **error);
+
+/* Runs `n` input embeddings [n, hidden] at positions n_past .. n_past+n-1
+ * and appends them to the KV cache. `logits` (vocab floats, may be NULL)
+ * receives the logits of the last of them. */
+gboolean avq_llama_prefill (AvqLlama *llama, const float *embeddings, int n,
+                            float *logits, GError **error);
+
+/* One token at position n_past; `logits` receives its logits (vocab floats). */
+gboolean avq_llama_decode (AvqLlama *llama, int token, float *logits,
+                           GError **error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (AvqLlama, avq_llama_free)
+
+G_END_DECLS

@@ -1,0 +1,250 @@
+/* LLaVA prompt assembly and generation: see avq-llava.h. */
+#include "avq-llava.h"
+#include "avq-error.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void
+avq_generate_options_init (AvqGenerateOptions *options)
+{
+  g_return_if_fail (options != NULL);
+  memset (options, 0, sizeof *options);
+  options->max_new_tokens = 64;
+  options->temperature = 0.0f;
+  options->top_p = 1.0f;
+  options->eos_token_id = -1;
+}
+
+int
+avq_logits_argmax (const float *logits, int n)
+{
+  int best = 0;
+  for (int i = 1; i < n; i++)
+    if (logits[i] > logits[best])   /* strict: the lowest id wins a tie */
+      best = i;
+  return best;
+}
+
+float *
+avq_llava_embed_prompt (const AvqLlama *llama, const int *prompt_ids, int n_ids,
+                        const float *image_features, int n_image_rows,
+                        int *n_positions, GError **error)
+{
+  g_return_val_if_fail (llama != NULL && n_positions != NULL, NULL);
+  g_return_val_if_fail (n_ids == 0 || prompt_ids != NULL, NULL);
+  const AvqLlavaConfig *cfg = &avq_llama_get_model (llama)->config;
+  int H = avq_llama_hidden_size (llama), V = avq_llama_vocab_size (llama);
+  int image_token = cfg->image_token_index, seq = cfg->image_seq_length;
+
+  if (n_ids <= 0) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT, "empty prompt");
+    return NULL;
+  }
+  if (n_image_rows < 0 || (n_image_rows > 0 && image_features == NULL)) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "%d image feature rows but no feature data", n_image_rows);
+    return NULL;
+  }
+
+  int n_image = 0, longest_run = 0, run = 0;
+  for (int i = 0; i < n_ids; i++) {
+    if (prompt_ids[i] == image_token) {
+      n_image++;
+      run++;
+      longest_run = MAX (longest_run, run);
+    } else {
+      run = 0;
+      if (prompt_ids[i] < 0 || prompt_ids[i] >= V) {
+        g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                     "prompt token %d at position %d is outside the vocabulary (%d)",
+                     prompt_ids[i], i, V);
+        return NULL;
+      }
+    }
+  }
+
+  /* rows each image token stands for */
+  int per_token;
+  if (n_image == n_image_rows)
+    per_token = 1;
+  else if (n_image > 0 && longest_run == 1 && seq > 0 &&
+           (gint64) n_image * seq == n_image_rows)
+    per_token = seq;
+  else {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_MISMATCH,
+                 "the prompt has %d image token%s (id %d) but %d image feature "
+                 "rows were given (expected one row per image token, or %d per "
+                 "single <image> token)", n_image, n_image == 1 ? "" : "s",
+                 image_token, n_image_rows, seq);
+    return NULL;
+  }
+
+  gint64 total = (gint64) n_ids - n_image + (gint64) n_image * per_token;
+  if (total > G_MAXINT / MAX (H, 1)) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "prompt too long: %" G_GINT64_FORMAT " positions", total);
+    return NULL;
+  }
+  float *emb = g_new (float, (gsize) total * H);
+  gsize pos = 0, row = 0;
+  for (int i = 0; i < n_ids; i++) {
+    if (prompt_ids[i] == image_token) {
+      memcpy (emb + pos * H, image_features + row * H,
+              (gsize) per_token * H * sizeof (float));
+      pos += per_token;
+      row += per_token;
+    } else {
+      /* ids were range-checked above */
+      if (!avq_llama_embed (llama, &prompt_ids[i], 1, emb + pos * H, error)) {
+        g_free (emb);
+        return NULL;
+      }
+      pos++;
+    }
+  }
+  *n_positions = (int) total;
+  return emb;
+}
+
+static gboolean
+prefill_prompt (AvqLlama *llama, const int *prompt_ids, int n_ids,
+                const float *image_features, int n_image_rows, int extra,
+                float *logits, int *n_positions, GError **error)
+{
+  int n = 0;
+  g_autofree float *emb = avq_llava_embed_prompt (llama, prompt_ids, n_ids,
+                                                  image_features, n_image_rows,
+                                                  &n, error);
+  if (emb == NULL)
+    return FALSE;
+  avq_llama_reset (llama);
+  if (!avq_llama_reserve (llama, n + MAX (extra, 0), error))
+    return FALSE;
+  if (n_positions)
+    *n_positions = n;
+  return avq_llama_prefill (llama, emb, n, logits, error);
+}
+
+gboolean
+avq_llava_prefill (AvqLlama *llama, const int *prompt_ids, int n_ids,
+                   const float *image_features, int n_image_rows,
+                   float *logits, GError **error)
+{
+  return prefill_prompt (llama, prompt_ids, n_ids, image_features, n_image_rows,
+                         0, logits, NULL, error);
+}
+
+typedef struct {
+  float p;
+  int id;
+} Candidate;
+
+static int
+candidate_cmp (const void *a, const void *b)
+{
+  const Candidate *x = a, *y = b;
+  if (x->p != y->p)
+    return x->p > y->p ? -1 : 1;
+  return x->id - y->id;
+}
+
+/* Nucleus sampling; `cand` has room for n entries. */
+static int
+sample_token (const float *logits, int n, float temperature, float top_p,
+              GRand *rng, Candidate *cand)
+{
+  float m = logits[avq_logits_argmax (logits, n)];
+  double sum = 0;
+  for (int i = 0; i < n; i++) {
+    cand[i].id = i;
+    cand[i].p = expf ((logits[i] - m) / temperature);
+    sum += cand[i].p;
+  }
+  int keep = n;
+  if (top_p < 1.0f) {
+    qsort (cand, n, sizeof *cand, candidate_cmp);
+    double cum = 0, limit = (double) top_p * sum;
+    for (keep = 0; keep < n;) {
+      cum += cand[keep++].p;
+      if (cum >= limit)
+        break;
+    }
+    sum = cum;
+  }
+  double r = g_rand_double (rng) * sum, acc = 0;
+  for (int i = 0; i < keep; i++) {
+    acc += cand[i].p;
+    if (r < acc)
+      return cand[i].id;
+  }
+  return cand[keep - 1].id;   /* rounding left r just above the total */
+}
+
+gboolean
+avq_llava_generate (AvqLlama *llama, const int *prompt_ids, int n_ids,
+                    const float *image_features, int n_image_rows,
+                    const AvqGenerateOptions *options, GArray *out_ids,
+                    AvqGenerateStats *stats, GError **error)
+{
+  g_return_val_if_fail (llama != NULL && out_ids != NULL, FALSE);
+  g_return_val_if_fail (g_array_get_element_size (out_ids) == sizeof (int), FALSE);
+  AvqGenerateOptions defaults;
+  if (options == NULL) {
+    avq_generate_options_init (&defaults);
+    options = &defaults;
+  }
+  if (options->temperature > 0 && !(options->top_p > 0)) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "top_p must be > 0 (got %g)", options->top_p);
+    return FALSE;
+  }
+  AvqGenerateStats st = { 0 };
+  int V = avq_llama_vocab_size (llama);
+  int eos = options->eos_token_id >= 0 ? options->eos_token_id
+      : avq_llama_get_config (llama)->eos_token_id;
+  int max_new = MAX (options->max_new_tokens, 0);
+  g_autofree float *logits = g_new (float, V);
+
+  gint64 t0 = g_get_monotonic_time ();
+  if (!prefill_prompt (llama, prompt_ids, n_ids, image_features, n_image_rows,
+                       max_new, logits, &st.prompt_positions, error))
+    return FALSE;
+  gint64 t1 = g_get_monotonic_time ();
+  st.prefill_ms = (t1 - t0) / 1000.0;
+
+  g_autoptr (GRand) rng = NULL;
+  g_autofree Candidate *cand = NULL;
+  if (options->temperature > 0) {
+    rng = g_rand_new_with_seed (options->seed);
+    cand = g_new (Candidate, V);
+  }
+
+  gboolean ok = TRUE;
+  while (st.generated < max_new) {
+    int tok = rng ? sample_token (logits, V, options->temperature,
+                                  MIN (options->top_p, 1.0f), rng, cand)
+        : avq_logits_argmax (logits, V);
+    if (tok == eos) {
+      st.hit_eos = TRUE;
+      if (options->on_token)
+        options->on_token (tok, options->user_data);
+      break;
+    }
+    g_array_append_val (out_ids, tok);
+    st.generated++;
+    if (options->on_token && !options->on_token (tok, options->user_data))
+      break;
+    if (st.generated == max_new)
+      break;   /* the last token's own logits are never needed */
+    if (!avq_llama_decode (llama, tok, logits, error)) {
+      ok = FALSE;
+      break;
+    }
+  }
+  st.decode_ms = (g_get_monotonic_time () - t1) / 1000.0;
+  if (stats)
+    *stats = st;
+  return ok;
+}

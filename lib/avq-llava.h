@@ -1,0 +1,70 @@
+/* LLaVA prompt assembly and answer generation (AVQ-SPEC section 8) on top
+ * of the LLaMA decoder.
+ *
+ * A prompt is a list of token ids in which the image token
+ * (config image_token_index, 32000) marks where the projected image
+ * features go. Two forms are accepted:
+ *  - expanded: the image token appears once per feature row (what the HF
+ *    processor produces: 576 in a row for one LLaVA-1.5 image);
+ *  - compact: each `<image>` is a single image token, which becomes
+ *    image_seq_length positions.
+ * Feature rows fill the image positions in order. */
+#pragma once
+#include <glib.h>
+#include "avq-llama.h"
+
+G_BEGIN_DECLS
+
+/* Called after each generated token (EOS included); return FALSE to stop
+ * generating. */
+typedef gboolean (*AvqTokenFunc) (int token, gpointer user_data);
+
+typedef struct {
+  int max_new_tokens;     /* default 64 */
+  /* temperature <= 0: greedy (argmax, lowest id on ties). Otherwise sample
+   * from softmax(logits / temperature) restricted to the smallest set of
+   * most likely tokens whose probability reaches top_p. */
+  float temperature;      /* default 0 */
+  float top_p;            /* default 1 */
+  guint32 seed;           /* for sampling; same seed, same tokens */
+  int eos_token_id;       /* default -1: the model's eos_token_id */
+  AvqTokenFunc on_token;  /* may be NULL */
+  gpointer user_data;
+} AvqGenerateOptions;
+
+typedef struct {
+  int prompt_positions;   /* after image expansion */
+  int generated;          /* tokens in out_ids */
+  gboolean hit_eos;
+  double prefill_ms, decode_ms;
+} AvqGenerateStats;
+
+void avq_generate_options_init (AvqGenerateOptions *options);
+
+/* Input embeddings of the prompt: newly allocated [*n_positions, hidden]
+ * (g_free). `image_features` is [n_image_rows, hidden]; NULL/0 for a
+ * text-only prompt. The prompt's image tokens and the rows must match in
+ * one of the two forms above (AVQ_ERROR_MISMATCH otherwise). */
+float *avq_llava_embed_prompt (const AvqLlama *llama, const int *prompt_ids,
+                               int n_ids, const float *image_features,
+                               int n_image_rows, int *n_positions,
+                               GError **error);
+
+/* Resets the decoder and runs the prompt; `logits` (vocab floats) receives
+ * the logits of the first generated token. */
+gboolean avq_llava_prefill (AvqLlama *llama, const int *prompt_ids, int n_ids,
+                            const float *image_features, int n_image_rows,
+                            float *logits, GError **error);
+
+/* Prefill + generation. Generated ids are appended to `out_ids` (GArray of
+ * int); the EOS that stops generation is reported to on_token but not
+ * appended. `options` and `stats` may be NULL. */
+gboolean avq_llava_generate (AvqLlama *llama, const int *prompt_ids, int n_ids,
+                             const float *image_features, int n_image_rows,
+                             const AvqGenerateOptions *options, GArray *out_ids,
+                             AvqGenerateStats *stats, GError **error);
+
+/* argmax with the lowest id on ties (what greedy generation picks). */
+int avq_logits_argmax (const float *logits, int n);
+
+G_END_DECLS

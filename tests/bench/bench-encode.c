@@ -1,0 +1,311 @@
+/* Edge-encode benchmark at the real size (CLIP ViT-L/14-336 front, 4096-entry
+ * codebook) with random weights, against the same computation in PyTorch
+ * (bench_encode_peer.py) when a Python with torch is around.
+ *
+ * The model and AVQ files are written to a temporary directory and loaded
+ * through the normal loaders (F16, as the hub ships them), so the timed code
+ * is exactly what avq_engine_encode_pixels runs: embed -> layers < L ->
+ * LN1 -> DLP -> codebook GEMM -> argmin (-> side information).
+ *
+ *   bench-encode [--runs N] [--threads T] [--layers 0,1] [--no-peer]
+ */
+#include <cblas.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "avq-model.h"
+#include "avq-quantizer.h"
+#include "avq-safetensors.h"
+#include "avq-vision.h"
+
+#define D 1024
+#define MLP 4096
+#define HEADS 16
+#define IMAGE 336
+#define PATCH 14
+#define K 4096
+#define VM "vision_tower.vision_model."
+
+#ifndef AVQ_BENCH_PEER
+#define AVQ_BENCH_PEER "bench_encode_peer.py"
+#endif
+
+typedef struct {
+  guint64 s;
+} Rng;
+
+/* xorshift64*: weights only need to be cheap and reproducible. */
+static float
+rng_uniform (Rng *r)
+{
+  r->s ^= r->s >> 12;
+  r->s ^= r->s << 25;
+  r->s ^= r->s >> 27;
+  guint64 v = r->s * G_GUINT64_CONSTANT (2685821657736338717);
+  return (float) ((v >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+static void
+add_random (AvqSafetensorsWriter *w, const char *name, int ndim,
+            const gint64 *shape, float center, float spread, Rng *r)
+{
+  gsize n = 1;
+  for (int i = 0; i < ndim; i++)
+    n *= (gsize) shape[i];
+  guint16 *h = g_new (guint16, n);
+  for (gsize i = 0; i < n; i++)
+    h[i] = avq_float_to_half (center + spread * rng_uniform (r));
+  avq_safetensors_writer_add (w, name, AVQ_DTYPE_F16, ndim, shape, h);
+  g_free (h);
+}
+
+static void
+add_layer (AvqSafetensorsWriter *w, int i, Rng *r)
+{
+  const gint64 dd[2] = { D, D }, md[2] = { MLP, D }, dm[2] = { D, MLP };
+  const gint64 vd[1] = { D }, vm[1] = { MLP };
+  char name[160];
+  const float ws = 0.035f;   /* uniform spread for std ~0.02 */
+#define ADD(suffix, nd, shape, c, s)                                        \
+  g_snprintf (name, sizeof name, VM "encoder.layers.%d." suffix, i);       \
+  add_random (w, name, nd, shape, c, s, r)
+  ADD ("layer_norm1.weight", 1, vd, 1.0f, 0.2f);
+  ADD ("layer_norm1.bias", 1, vd, 0.0f, 0.1f);
+  ADD ("self_attn.q_proj.weight", 2, dd, 0.0f, ws);
+  ADD ("self_attn.q_proj.bias", 1, vd, 0.0f, 0.02f);
+  ADD ("self_attn.k_proj.weight", 2, dd, 0.0f, ws);
+  ADD ("self_attn.k_proj.bias", 1, vd, 0.0f, 0.02f);
+  ADD ("self_attn.v_proj.weight", 2, dd, 0.0f, ws);
+  ADD ("self_attn.v_proj.bias", 1, vd, 0.0f, 0.02f);
+  ADD ("self_attn.out_proj.weight", 2, dd, 0.0f, ws);
+  ADD ("self_attn.out_proj.bias", 1, vd, 0.0f, 0.02f);
+  ADD ("layer_norm2.weight", 1, vd, 1.0f, 0.2f);
+  ADD ("layer_norm2.bias", 1, vd, 0.0f, 0.1f);
+  ADD ("mlp.fc1.weight", 2, md, 0.0f, ws);
+  ADD ("mlp.fc1.bias", 1, vm, 0.0f, 0.02f);
+  ADD ("mlp.fc2.weight", 2, dm, 0.0f, ws);
+  ADD ("mlp.fc2.bias", 1, vd, 0.0f, 0.02f);
+#undef ADD
+}
+
+/* A ViT-L model directory holding the embeddings and the first
+ * `full_layers` layers plus layer_norm1 of the next one: all the edge of a
+ * split at L <= full_layers touches. */
+static void
+write_model (const char *dir, int full_layers, Rng *r)
+{
+  g_autoptr (GError) error = NULL;
+  const char *config =
+    "{\"model_type\": \"llava\", \"vision_feature_layer\": -2,\n"
+    " \"vision_feature_select_strategy\": \"default\",\n"
+    " \"vision_config\": {\"hidden_size\": 1024, \"intermediate_size\": 4096,\n"
+    "   \"num_hidden_layers\": 24, \"num_attention_heads\": 16,\n"
+    "   \"image_size\": 336, \"patch_size\": 14, \"hidden_act\": \"quick_gelu\",\n"
+    "   \"layer_norm_eps\": 1e-5, \"model_type\": \"clip_vision_model\"},\n"
+    " \"text_config\": {\"hidden_size\": 4096, \"model_type\": \"llama\"}}\n";
+  g_autofree char *cfg = g_build_filename (dir, "config.json", NULL);
+  if (!g_file_set_contents (cfg, config, -1, &error))
+    g_error ("%s", error->message);
+
+  g_autoptr (AvqSafetensorsWriter) w = avq_safetensors_writer_new ();
+  const gint64 conv[4] = { D, 3, PATCH, PATCH };
+  const gint64 pos[2] = { (IMAGE / PATCH) * (IMAGE / PATCH) + 1, D };
+  const gint64 vd[1] = { D };
+  add_random (w, VM "embeddings.patch_embedding.weight", 4, conv, 0, 0.07f, r);
+  add_random (w, VM "embeddings.class_embedding", 1, vd, 0, 0.5f, r);
+  add_random (w, VM "embeddings.position_embedding.weight", 2, pos, 0, 0.1f, r);
+  add_random (w, VM "pre_layrnorm.weight", 1, vd, 1.0f, 0.2f, r);
+  add_random (w, VM "pre_layrnorm.bias", 1, vd, 0, 0.1f, r);
+  for (int i = 0; i < full_layers; i++)
+    add_layer (w, i, r);
+  char name[160];
+  g_snprintf (name, sizeof name, VM "encoder.layers.%d.layer_norm1.weight", full_layers);
+  add_random (w, name, 1, vd, 1.0f, 0.2f, r);
+  g_snprintf (name, sizeof name, VM "encoder.layers.%d.layer_norm1.bias", full_layers);
+  add_random (w, name, 1, vd, 0, 0.1f, r);
+  g_autofree char *path = g_build_filename (dir, "model.safetensors", NULL);
+  if (!avq_safetensors_writer_save (w, path, &error))
+    g_error ("%s", error->message);
+}
+
+static char *
+write_avq (const char *dir, int layer, Rng *r)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqSafetensorsWriter) w = avq_safetensors_writer_new ();
+  const gint64 kd[2] = { K, D }, dd[2] = { D, D }, vd[1] = { D }, one[1] = { 1 };
+  add_random (w, "avq.codebook", 2, kd, 0, 1.7f, r);
+  add_random (w, "avq.dlp_in.weight", 2, dd, 0, 0.035f, r);
+  add_random (w, "avq.dlp_in.bias", 1, vd, 0, 0.02f, r);
+  add_random (w, "avq.dlp_in.gamma", 1, one, 0.5f, 0, r);
+  add_random (w, "avq.dlp_out.weight", 2, dd, 0, 0.035f, r);
+  add_random (w, "avq.dlp_out.bias", 1, vd, 0, 0.02f, r);
+  add_random (w, "avq.dlp_out.gamma", 1, one, 0.5f, 0, r);
+  g_autofree char *l = g_strdup_printf ("%d", layer);
+  avq_safetensors_writer_set_metadata (w, "avq.format", "1");
+  avq_safetensors_writer_set_metadata (w, "avq.layer", l);
+  avq_safetensors_writer_set_metadata (w, "avq.site", "ln1");
+  avq_safetensors_writer_set_metadata (w, "avq.residual", layer == 0 ? "derive" : "side");
+  avq_safetensors_writer_set_metadata (w, "avq.side_bits", layer == 0 ? "0" : "8");
+  avq_safetensors_writer_set_metadata (w, "avq.index_bits", "12");
+  avq_safetensors_writer_set_metadata (w, "avq.codebook_size", "4096");
+  char *path = g_strdup_printf ("%s/avq-L%d.safetensors", dir, layer);
+  if (!avq_safetensors_writer_save (w, path, &error))
+    g_error ("%s", error->message);
+  return path;
+}
+
+static int
+cmp_double (const void *a, const void *b)
+{
+  double x = *(const double *) a, y = *(const double *) b;
+  return x < y ? -1 : x > y;
+}
+
+static double
+median (double *v, int n)
+{
+  qsort (v, n, sizeof (double), cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Runs the PyTorch peer; returns its median ms or a negative value. */
+static double
+run_peer (int layer, int runs, int threads)
+{
+  const char *candidates[] = { g_getenv ("AVQ_BENCH_PYTHON"), "python3",
+                               "/usr/bin/python3" };
+  g_autofree char *l = g_strdup_printf ("%d", layer);
+  g_autofree char *n = g_strdup_printf ("%d", runs);
+  g_autofree char *t = g_strdup_printf ("%d", threads);
+  for (guint i = 0; i < G_N_ELEMENTS (candidates); i++) {
+    if (candidates[i] == NULL)
+      continue;
+    const char *argv[] = { candidates[i], AVQ_BENCH_PEER, "--layer", l,
+                           "--runs", n, "--threads", t, NULL };
+    g_autofree char *out = NULL;
+    gint status = 0;
+    if (!g_spawn_sync (NULL, (char **) argv, NULL,
+                       G_SPAWN_SEARCH_PATH | G_SPAWN_STDERR_TO_DEV_NULL, NULL,
+                       NULL, &out, NULL, &status, NULL) ||
+        !g_spawn_check_wait_status (status, NULL))
+      continue;
+    const char *m = strstr (out, "median_ms=");
+    if (m != NULL)
+      return g_ascii_strtod (m + strlen ("median_ms="), NULL);
+  }
+  return -1.0;
+}
+
+int
+main (int argc, char **argv)
+{
+  int runs = 20, threads = 2;
+  gboolean no_peer = FALSE;
+  g_autofree char *layers_arg = NULL;
+  GOptionEntry entries[] = {
+    { "runs", 'n', 0, G_OPTION_ARG_INT, &runs, "timed runs per split", "N" },
+    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "BLAS threads", "T" },
+    { "layers", 'l', 0, G_OPTION_ARG_STRING, &layers_arg, "split layers (0,1)", "LIST" },
+    { "no-peer", 0, 0, G_OPTION_ARG_NONE, &no_peer, "skip the PyTorch peer", NULL },
+    { NULL }
+  };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("- AVQ edge encode benchmark");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  if (!g_option_context_parse (ctx, &argc, &argv, &error)) {
+    g_printerr ("%s\n", error->message);
+    return 2;
+  }
+  if (runs < 1 || threads < 1) {
+    g_printerr ("--runs and --threads must be positive\n");
+    return 2;
+  }
+  g_auto (GStrv) split = g_strsplit (layers_arg ? layers_arg : "0,1", ",", -1);
+  int max_layer = 0;
+  for (int i = 0; split[i]; i++)
+    max_layer = MAX (max_layer, atoi (split[i]));
+  if (max_layer > 22) {
+    g_printerr ("split layers must be 0..22\n");
+    return 2;
+  }
+
+  openblas_set_num_threads (threads);
+  g_autofree char *dir = g_dir_make_tmp ("avq-bench-XXXXXX", &error);
+  if (dir == NULL)
+    g_error ("%s", error->message);
+  Rng rng = { G_GUINT64_CONSTANT (0x9e3779b97f4a7c15) };
+  write_model (dir, max_layer, &rng);
+  g_autoptr (AvqModel) model = avq_model_open (dir, &error);
+  if (model == NULL)
+    g_error ("%s", error->message);
+  g_autoptr (AvqVisionTower) tower = avq_vision_tower_new (model, max_layer, &error);
+  if (tower == NULL)
+    g_error ("%s", error->message);
+  g_autoptr (AvqVisionScratch) vs = avq_vision_scratch_new (tower);
+  gsize npx = 3 * (gsize) IMAGE * IMAGE;
+  g_autofree float *px = g_new (float, npx);
+  for (gsize i = 0; i < npx; i++)
+    px[i] = 0.15f + 1.9f * rng_uniform (&rng);
+  g_autofree float *x = g_new (float, (gsize) tower->tokens * D);
+
+  g_print ("bench-encode: edge encode at ViT-L/14-336 size (D=%d, %d heads, "
+           "MLP %d, %d tokens, K=%d), random F16 weights\n", D, HEADS, MLP,
+           tower->tokens, K);
+  g_print ("threads=%d runs=%d (median of runs after 2 warm-up frames); "
+           "OpenBLAS: %s\n\n", threads, runs, openblas_get_config ());
+  g_print ("%-6s %10s %10s %10s %10s %12s %8s\n", "split", "embed", "layers",
+           "quantize", "total", "pytorch", "C/torch");
+
+  for (int si = 0; split[si]; si++) {
+    int layer = atoi (split[si]);
+    g_autofree char *avq = write_avq (dir, layer, &rng);
+    g_autoptr (AvqQuantizer) q = avq_quantizer_load (avq, model, &error);
+    if (q == NULL)
+      g_error ("%s", error->message);
+    g_autoptr (AvqQuantizerScratch) qs = avq_quantizer_scratch_new (q);
+    double *te = g_new (double, runs), *tl = g_new (double, runs),
+           *tq = g_new (double, runs), *tt = g_new (double, runs);
+    guint checksum = 0;
+    for (int r = -2; r < runs; r++) {
+      gint64 t0 = g_get_monotonic_time ();
+      avq_vision_embed (tower, px, x, vs);
+      gint64 t1 = g_get_monotonic_time ();
+      avq_vision_run_layers (tower, 0, layer, x, vs);
+      gint64 t2 = g_get_monotonic_time ();
+      AvqFrame *f = avq_quantizer_encode (q, x, qs, NULL);
+      gint64 t3 = g_get_monotonic_time ();
+      checksum += f->indices[0] + f->indices[f->tokens - 1];
+      avq_frame_free (f);
+      if (r >= 0) {
+        te[r] = (t1 - t0) / 1000.0;
+        tl[r] = (t2 - t1) / 1000.0;
+        tq[r] = (t3 - t2) / 1000.0;
+        tt[r] = (t3 - t0) / 1000.0;
+      }
+    }
+    double me = median (te, runs), ml = median (tl, runs),
+           mq = median (tq, runs), mt = median (tt, runs);
+    double peer = no_peer ? -1 : run_peer (layer, runs, threads);
+    if (peer > 0)
+      g_print ("L=%-4d %8.1fms %8.1fms %8.1fms %8.1fms %10.1fms %8.2f\n",
+               layer, me, ml, mq, mt, peer, mt / peer);
+    else
+      g_print ("L=%-4d %8.1fms %8.1fms %8.1fms %8.1fms   peer unavailable\n",
+               layer, me, ml, mq, mt);
+    (void) checksum;
+    g_free (te);
+    g_free (tl);
+    g_free (tq);
+    g_free (tt);
+    g_unlink (avq);
+  }
+
+  g_autofree char *m = g_build_filename (dir, "model.safetensors", NULL);
+  g_autofree char *c = g_build_filename (dir, "config.json", NULL);
+  g_unlink (m);
+  g_unlink (c);
+  g_rmdir (dir);
+  return 0;
+}

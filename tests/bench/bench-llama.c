@@ -1,0 +1,405 @@
+/* LLaMA decoder throughput at the Vicuna-7B shape with random F16 weights.
+ *
+ * Writing and mapping all 32 layers (13.5 GB) fits this machine but makes a
+ * run take many minutes, so by default the model has --layers layers
+ * (4) and the figures are split into a per-layer part and a fixed part
+ * (embedding, final norm, lm_head) by also timing a model that runs only
+ * the first layer of the same file. The 32-layer figures
+ * printed are that extrapolation, labelled as such.
+ *
+ * With python3 and PyTorch available, tests/bench/bench_llama_peer.py runs
+ * the same computation on the same file for comparison. */
+#include <errno.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "avq-llama.h"
+#include "avq-model.h"
+
+#define HIDDEN 4096
+#define FFN 11008
+#define HEADS 32
+#define VOCAB 32064
+#define FULL_LAYERS 32
+
+static int opt_layers = 4;
+static int opt_threads = 2;
+static int opt_prompt = 611;
+static int opt_decode = 16;
+static int opt_repeat = 3;
+static char *opt_dir;
+static char *opt_peer;
+static char *opt_peer_dtype;
+static gboolean opt_no_peer;
+static gboolean opt_keep;
+
+static GOptionEntry entries[] = {
+  { "layers", 'l', 0, G_OPTION_ARG_INT, &opt_layers, "Decoder layers in the model (default 4; 32 = the real size)", "N" },
+  { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads, "Threads (default 2)", "N" },
+  { "prompt", 'p', 0, G_OPTION_ARG_INT, &opt_prompt, "Prompt positions to prefill (default 611: LLaVA-1.5 prompt with one image)", "N" },
+  { "decode", 'd', 0, G_OPTION_ARG_INT, &opt_decode, "Tokens to decode after the prompt (default 16)", "N" },
+  { "repeat", 'r', 0, G_OPTION_ARG_INT, &opt_repeat, "Timed prefills (default 3; the median is printed)", "N" },
+  { "dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_dir, "Where to write the random model (default: a new temp dir)", "DIR" },
+  { "keep", 0, 0, G_OPTION_ARG_NONE, &opt_keep, "Keep the model files", NULL },
+  { "peer", 0, 0, G_OPTION_ARG_FILENAME, &opt_peer, "PyTorch peer script (default tests/bench/bench_llama_peer.py next to the source)", "PATH" },
+  { "peer-dtype", 0, 0, G_OPTION_ARG_STRING, &opt_peer_dtype, "Weight dtype in the peer: float32 (default, widened once), float16, bfloat16", "T" },
+  { "no-peer", 0, 0, G_OPTION_ARG_NONE, &opt_no_peer, "Do not run the PyTorch peer", NULL },
+  G_OPTION_ENTRY_NULL
+};
+
+/* ---------------------------------------------------------------------- */
+/* a streaming safetensors writer: the library's writer keeps every tensor
+ * in memory, which a 13.5 GB model cannot afford */
+
+typedef struct {
+  char name[128];
+  gint64 rows, cols;
+} Entry;
+
+static GArray *
+model_entries (int layers)
+{
+  GArray *e = g_array_new (FALSE, TRUE, sizeof (Entry));
+  Entry x;
+#define ADD(r, c, ...) do { g_snprintf (x.name, sizeof x.name, __VA_ARGS__); \
+    x.rows = r; x.cols = c; g_array_append_val (e, x); } while (0)
+  ADD (VOCAB, HIDDEN, "language_model.model.embed_tokens.weight");
+  for (int l = 0; l < layers; l++) {
+    const char *p = "language_model.model.layers";
+    ADD (HIDDEN, 0, "%s.%d.input_layernorm.weight", p, l);
+    ADD (HIDDEN, HIDDEN, "%s.%d.self_attn.q_proj.weight", p, l);
+    ADD (HIDDEN, HIDDEN, "%s.%d.self_attn.k_proj.weight", p, l);
+    ADD (HIDDEN, HIDDEN, "%s.%d.self_attn.v_proj.weight", p, l);
+    ADD (HIDDEN, HIDDEN, "%s.%d.self_attn.o_proj.weight", p, l);
+    ADD (HIDDEN, 0, "%s.%d.post_attention_layernorm.weight", p, l);
+    ADD (FFN, HIDDEN, "%s.%d.mlp.gate_proj.weight", p, l);
+    ADD (FFN, HIDDEN, "%s.%d.mlp.up_proj.weight", p, l);
+    ADD (HIDDEN, FFN, "%s.%d.mlp.down_proj.weight", p, l);
+  }
+  ADD (HIDDEN, 0, "language_model.model.norm.weight");
+  ADD (VOCAB, HIDDEN, "language_model.lm_head.weight");
+#undef ADD
+  return e;
+}
+
+static gint64
+entry_numel (const Entry *e)
+{
+  return e->rows * MAX (e->cols, 1);
+}
+
+static guint64
+xorshift (guint64 *s)
+{
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+static gboolean
+write_model (const char *dir, int layers, GError **error)
+{
+  g_autoptr (GArray) entries_ = model_entries (layers);
+  GString *hdr = g_string_new ("{\"__metadata__\":{\"format\":\"pt\"}");
+  gint64 off = 0;
+  for (guint i = 0; i < entries_->len; i++) {
+    const Entry *e = &g_array_index (entries_, Entry, i);
+    gint64 nb = entry_numel (e) * 2;
+    if (e->cols > 0)
+      g_string_append_printf (hdr, ",\"%s\":{\"dtype\":\"F16\",\"shape\":[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT "],\"data_offsets\":[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT "]}",
+                              e->name, e->rows, e->cols, off, off + nb);
+    else
+      g_string_append_printf (hdr, ",\"%s\":{\"dtype\":\"F16\",\"shape\":[%" G_GINT64_FORMAT "],\"data_offsets\":[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT "]}",
+                              e->name, e->rows, off, off + nb);
+    off += nb;
+  }
+  g_string_append_c (hdr, '}');
+  while (hdr->len % 8 != 0)
+    g_string_append_c (hdr, ' ');
+
+  g_autofree char *path = g_build_filename (dir, "model.safetensors", NULL);
+  FILE *f = fopen (path, "wb");
+  if (f == NULL) {
+    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno), "%s: %s", path,
+                 g_strerror (errno));
+    g_string_free (hdr, TRUE);
+    return FALSE;
+  }
+  guint64 hlen = GUINT64_TO_LE (hdr->len);
+  gboolean ok = fwrite (&hlen, 8, 1, f) == 1 && fwrite (hdr->str, hdr->len, 1, f) == 1;
+  g_string_free (hdr, TRUE);
+
+  /* A pool of random halves, written again and again at shifting offsets:
+   * the values do not matter for speed, only that they are ordinary
+   * numbers (no NaN, inf or denormal inputs). Linear weights ~U(-s, s)
+   * with s = 1/sqrt(fan_in) keep activations of order 1; norms ~1. */
+  enum { POOL = 1 << 20 };
+  guint16 *pool = g_new (guint16, POOL + 4096), *ones = g_new (guint16, HIDDEN);
+  guint64 seed = 0x9e3779b97f4a7c15ull;
+  for (int i = 0; i < POOL + 4096; i++) {
+    double u = (double) (xorshift (&seed) >> 11) / 9007199254740992.0 * 2 - 1;
+    pool[i] = avq_float_to_half ((float) (u * 1.7 / 64.0));   /* fan-in 4096: s ~ 1/37 */
+  }
+  for (int i = 0; i < HIDDEN; i++)
+    ones[i] = avq_float_to_half (1.0f + 0.1f * (float) ((i % 7) - 3) / 3.0f);
+  for (guint i = 0; i < entries_->len && ok; i++) {
+    const Entry *e = &g_array_index (entries_, Entry, i);
+    gint64 n = entry_numel (e);
+    if (e->cols == 0) {
+      ok = fwrite (ones, 2, n, f) == (size_t) n;
+      continue;
+    }
+    for (gint64 done = 0; done < n && ok;) {
+      gint64 chunk = MIN (n - done, POOL);
+      ok = fwrite (pool + (xorshift (&seed) % 4096), 2, chunk, f) == (size_t) chunk;
+      done += chunk;
+    }
+  }
+  g_free (pool);
+  g_free (ones);
+  ok = (fclose (f) == 0) && ok;
+  if (!ok)
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_IO, "%s: write failed", path);
+  return ok;
+}
+
+static gboolean
+write_config (const char *dir, int layers, GError **error)
+{
+  g_autofree char *cfg = g_strdup_printf (
+      "{\"architectures\": [\"LlavaForConditionalGeneration\"], "
+      "\"image_token_index\": 32000, \"text_config\": {\"model_type\": \"llama\", "
+      "\"vocab_size\": %d, \"hidden_size\": %d, \"intermediate_size\": %d, "
+      "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
+      "\"num_key_value_heads\": %d, \"max_position_embeddings\": 4096, "
+      "\"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0}}",
+      VOCAB, HIDDEN, FFN, layers, HEADS, HEADS);
+  g_autofree char *path = g_build_filename (dir, "config.json", NULL);
+  return g_file_set_contents (path, cfg, -1, error);
+}
+
+/* ---------------------------------------------------------------------- */
+
+static int
+cmp_double (const void *a, const void *b)
+{
+  double x = *(const double *) a, y = *(const double *) b;
+  return (x > y) - (x < y);
+}
+
+static double
+median (double *v, int n)
+{
+  qsort (v, n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+typedef struct {
+  double prefill_ms, decode_ms;   /* medians; decode per token */
+} Figures;
+
+static double
+now_ms (void)
+{
+  return g_get_monotonic_time () / 1000.0;
+}
+
+static gboolean
+measure (const char *dir, Figures *out, GError **error)
+{
+  g_autoptr (AvqModel) model = avq_model_open (dir, error);
+  if (model == NULL)
+    return FALSE;
+  g_autoptr (AvqLlama) llama = avq_llama_new (model, opt_prompt + opt_decode + 1, error);
+  if (llama == NULL)
+    return FALSE;
+  avq_llama_set_threads (llama, opt_threads);
+
+  int *ids = g_new (int, opt_prompt);
+  guint64 seed = 12345;
+  for (int i = 0; i < opt_prompt; i++)
+    ids[i] = (int) (xorshift (&seed) % 32000);
+  float *emb = g_new (float, (gsize) opt_prompt * HIDDEN);
+  float *logits = g_new (float, VOCAB);
+  gboolean ok = avq_llama_embed (llama, ids, opt_prompt, emb, error);
+
+  /* warm-up: brings every weight page in (GEMV path) */
+  if (ok)
+    ok = avq_llama_prefill (llama, emb, 1, logits, error);
+
+  double *pf = g_new (double, opt_repeat), *dc = g_new (double, MAX (opt_decode, 1));
+  for (int r = 0; r < opt_repeat && ok; r++) {
+    avq_llama_reset (llama);
+    double t0 = now_ms ();
+    ok = avq_llama_prefill (llama, emb, opt_prompt, logits, error);
+    pf[r] = now_ms () - t0;
+  }
+  int tok = 0;
+  for (int i = 0; i < opt_decode && ok; i++) {
+    tok = (int) (xorshift (&seed) % 32000);
+    double t0 = now_ms ();
+    ok = avq_llama_decode (llama, tok, logits, error);
+    dc[i] = now_ms () - t0;
+  }
+  if (ok) {
+    out->prefill_ms = median (pf, opt_repeat);
+    out->decode_ms = opt_decode > 0 ? median (dc, opt_decode) : 0;
+  }
+  g_free (pf);
+  g_free (dc);
+  g_free (ids);
+  g_free (emb);
+  g_free (logits);
+  return ok;
+}
+
+/* Runs the peer on `dir` with `layers` layers; parses "prefill_ms X" and
+ * "decode_ms X" lines. */
+static gboolean
+run_peer (const char *script, const char *dir, int layers, Figures *out, char **why)
+{
+  g_autofree char *l = g_strdup_printf ("%d", layers);
+  g_autofree char *t = g_strdup_printf ("%d", opt_threads);
+  g_autofree char *p = g_strdup_printf ("%d", opt_prompt);
+  g_autofree char *d = g_strdup_printf ("%d", opt_decode);
+  g_autofree char *r = g_strdup_printf ("%d", opt_repeat);
+  const char *argv[] = { "python3", script, "--dir", dir, "--layers", l, "--threads", t,
+                         "--prompt", p, "--decode", d, "--repeat", r,
+                         "--dtype", opt_peer_dtype ? opt_peer_dtype : "float32", NULL };
+  g_autofree char *sout = NULL, *serr = NULL;
+  int status;
+  g_autoptr (GError) error = NULL;
+  if (!g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                     &sout, &serr, &status, &error)) {
+    *why = g_strdup (error->message);
+    return FALSE;
+  }
+  if (!g_spawn_check_wait_status (status, NULL)) {
+    g_auto (GStrv) lines = g_strsplit (serr ? serr : "", "\n", -1);
+    guint n = g_strv_length (lines);
+    *why = g_strdup (n >= 2 ? lines[n - 2] : "peer failed");
+    return FALSE;
+  }
+  out->prefill_ms = out->decode_ms = -1;
+  g_auto (GStrv) lines = g_strsplit (sout, "\n", -1);
+  for (char **s = lines; *s; s++) {
+    if (g_str_has_prefix (*s, "prefill_ms "))
+      out->prefill_ms = g_ascii_strtod (*s + 11, NULL);
+    else if (g_str_has_prefix (*s, "decode_ms "))
+      out->decode_ms = g_ascii_strtod (*s + 10, NULL);
+    else if (g_str_has_prefix (*s, "peer "))
+      g_print ("  %s\n", *s);
+  }
+  if (out->prefill_ms < 0 || out->decode_ms < 0) {
+    *why = g_strdup ("peer printed no figures");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static void
+report (const char *who, const Figures *full, const Figures *one, int layers)
+{
+  int n1 = 1;
+  double pl = (full->prefill_ms - one->prefill_ms) / (layers - n1);
+  double dl = (full->decode_ms - one->decode_ms) / (layers - n1);
+  double pfix = full->prefill_ms - layers * pl, dfix = full->decode_ms - layers * dl;
+  g_print ("%s: measured %d layers: prefill %.0f ms, decode %.1f ms/token; "
+           "1 layer: prefill %.0f ms, decode %.1f ms/token\n", who, layers,
+           full->prefill_ms, full->decode_ms, one->prefill_ms, one->decode_ms);
+  g_print ("%s: per layer: prefill %.1f ms, decode %.2f ms; fixed (embed, norm, lm_head): "
+           "prefill %.1f ms, decode %.2f ms\n", who, pl, dl, pfix, dfix);
+  double p32 = pfix + FULL_LAYERS * pl, d32 = dfix + FULL_LAYERS * dl;
+  g_print ("%s: extrapolated to 32 layers (7B): prefill %.1f s (%.0f tokens/s), "
+           "decode %.0f ms/token (%.2f tokens/s)\n", who, p32 / 1000,
+           opt_prompt / (p32 / 1000), d32, 1000 / d32);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("- LLaMA decoder benchmark");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  if (!g_option_context_parse (ctx, &argc, &argv, &error)) {
+    g_printerr ("%s\n", error->message);
+    return 2;
+  }
+  if (opt_layers < 2 || opt_layers > FULL_LAYERS || opt_prompt < 1 || opt_repeat < 1 ||
+      opt_decode < 1 || opt_threads < 1) {
+    g_printerr ("need 2 <= layers <= 32, prompt, repeat, decode, threads >= 1\n");
+    return 2;
+  }
+
+  g_autofree char *dir = opt_dir ? g_strdup (opt_dir) : g_dir_make_tmp ("bench-llama-XXXXXX", &error);
+  if (dir == NULL) {
+    g_printerr ("%s\n", error->message);
+    return 1;
+  }
+  g_mkdir_with_parents (dir, 0755);
+  g_autofree char *one_dir = g_build_filename (dir, "one-layer", NULL);
+  g_mkdir_with_parents (one_dir, 0755);
+  g_autofree char *weights = g_build_filename (dir, "model.safetensors", NULL);
+  g_autofree char *one_weights = g_build_filename (one_dir, "model.safetensors", NULL);
+
+  double gib = 2.0 * ((double) opt_layers * (4.0 * HIDDEN * HIDDEN + 3.0 * HIDDEN * FFN) +
+                      2.0 * VOCAB * HIDDEN) / (1 << 30);
+  g_print ("bench-llama: Vicuna-7B shape (hidden %d, ffn %d, %d heads, vocab %d), "
+           "%d of 32 layers, random F16 weights (%.2f GiB file), %d threads, "
+           "prompt %d, decode %d tokens\n", HIDDEN, FFN, HEADS, VOCAB, opt_layers, gib,
+           opt_threads, opt_prompt, opt_decode);
+  double t0 = now_ms ();
+  g_unlink (one_weights);
+  if (!write_config (dir, opt_layers, &error) || !write_model (dir, opt_layers, &error) ||
+      !write_config (one_dir, 1, &error)) {
+    g_printerr ("%s\n", error->message);
+    return 1;
+  }
+  /* the one-layer model reads the first layer of the same file */
+  if (symlink (weights, one_weights) != 0) {
+    g_printerr ("%s: %s\n", one_weights, g_strerror (errno));
+    return 1;
+  }
+  g_print ("model written in %.1f s to %s\n", (now_ms () - t0) / 1000, dir);
+
+  Figures full, one;
+  if (!measure (dir, &full, &error) || !measure (one_dir, &one, &error)) {
+    g_printerr ("%s\n", error->message);
+    return 1;
+  }
+  report ("avq", &full, &one, opt_layers);
+
+  if (!opt_no_peer) {
+    g_autofree char *script = opt_peer ? g_strdup (opt_peer)
+        : g_build_filename (AVQ_SOURCE_DIR, "tests", "bench", "bench_llama_peer.py", NULL);
+    Figures pfull, pone;
+    g_autofree char *why = NULL;
+    if (run_peer (script, dir, opt_layers, &pfull, &why) &&
+        run_peer (script, dir, 1, &pone, &why)) {
+      report ("torch", &pfull, &pone, opt_layers);
+      g_print ("ratio torch/avq (measured %d layers): prefill %.2f, decode %.2f "
+               "(> 1: avq faster)\n", opt_layers, pfull.prefill_ms / full.prefill_ms,
+               pfull.decode_ms / full.decode_ms);
+    } else {
+      g_print ("peer unavailable: %s\n", why ? why : "?");
+    }
+  }
+
+  if (!opt_keep) {
+    g_unlink (one_weights);
+    g_autofree char *c1 = g_build_filename (dir, "config.json", NULL);
+    g_autofree char *c2 = g_build_filename (one_dir, "config.json", NULL);
+    g_unlink (c2);
+    g_rmdir (one_dir);
+    g_unlink (weights);
+    g_unlink (c1);
+    if (opt_dir == NULL)
+      g_rmdir (dir);
+  }
+  return 0;
+}
