@@ -19,5 +19,6 @@ plugin_init (GstPlugin *plugin)
 
 GST_PLUGIN_DEFINE (GST_VERSION_MAJOR, GST_VERSION_MINOR,
     avq,
-    "AlignedVQ edge-cloud VQA: quantised vision features over RTP",
+    "AlignedVQ edge-cloud visual question answering: quantised vision "
+    "features, their RTP transport and LLaVA answers",
     plugin_init, VERSION, GST_LICENSE, GST_PACKAGE_NAME, GST_PACKAGE_ORIGIN)

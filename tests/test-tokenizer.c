@@ -677,6 +677,26 @@ test_cli (void)
                      "13566 29901");
   }
   {
+    /* Non-ASCII text must get through whatever the locale is. */
+    char *args[] = { "tokenize", "--model", dir, "F\xc3\xbc\xc3\x9f" "e \xc3\xbc" "ber Stra\xc3\x9f" "e",
+                     NULL };
+    g_autofree char *out = NULL, *err = NULL;
+    g_assert_cmpint (run_cli (args, &out, &err), ==, 0);
+    g_assert_cmpstr (last_line (out), ==, "1 383 29993 5831 2939 22667");
+  }
+  {
+    char *args[] = { "tokenize", "--model", dir, "--no-bos", "--", "-5 \xff", NULL };
+    g_autofree char *out = NULL, *err = NULL;
+    g_assert_cmpint (run_cli (args, &out, &err), ==, 1);
+    g_assert_nonnull (strstr (err, "UTF-8"));
+  }
+  {
+    char *args[] = { "tokenize", "--model", dir, "--no-bos", "--", "-5", NULL };
+    g_autofree char *out = NULL, *err = NULL;
+    g_assert_cmpint (run_cli (args, &out, &err), ==, 0);
+    g_assert_cmpstr (last_line (out), ==, "448 29945");
+  }
+  {
     char *args[] = { "tokenize", "--model", dir, "", NULL };
     g_autofree char *out = NULL, *err = NULL;
     g_assert_cmpint (run_cli (args, &out, &err), ==, 0);

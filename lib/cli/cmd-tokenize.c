@@ -11,13 +11,16 @@ avq_cmd_tokenize (int argc, char **argv)
   g_auto (GStrv) rest = NULL;
   gboolean no_bos = FALSE;
   /* TEXT is collected as a remaining argument so that "--" lets a text
-   * that starts with '-' through, and an empty "" stays an argument. */
+   * that starts with '-' through, and an empty "" stays an argument. It is
+   * taken as FILENAME (raw bytes): a STRING argument goes through the
+   * locale charset, which refuses UTF-8 under the C locale. The tokenizer
+   * checks that the bytes are UTF-8. */
   const GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
       "model directory (or its tokenizer.json)", "DIR" },
     { "no-bos", 0, 0, G_OPTION_ARG_NONE, &no_bos,
       "leave out the special tokens of the post-processor (BOS)", NULL },
-    { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &rest, NULL, "TEXT" },
+    { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL, "TEXT" },
     { NULL, 0, 0, 0, NULL, NULL, NULL },
   };
   g_autoptr (GOptionContext) context =

@@ -314,6 +314,11 @@ report (const char *who, const Figures *full, const Figures *one, int layers)
            full->prefill_ms, full->decode_ms, one->prefill_ms, one->decode_ms);
   g_print ("%s: per layer: prefill %.1f ms, decode %.2f ms; fixed (embed, norm, lm_head): "
            "prefill %.1f ms, decode %.2f ms\n", who, pl, dl, pfix, dfix);
+  /* what a layer must at least do: 2 flops a weight a prompt row, and read
+   * its F16 weights once a decoded token */
+  double params = 4.0 * HIDDEN * HIDDEN + 3.0 * HIDDEN * FFN;
+  g_print ("%s: per layer that is %.1f GFLOP/s in prefill, %.1f GB/s of F16 weights "
+           "in decode\n", who, 2 * params * opt_prompt / (pl * 1e6), 2 * params / (dl * 1e6));
   double p32 = pfix + FULL_LAYERS * pl, d32 = dfix + FULL_LAYERS * dl;
   g_print ("%s: extrapolated to 32 layers (7B): prefill %.1f s (%.0f tokens/s), "
            "decode %.0f ms/token (%.2f tokens/s)\n", who, p32 / 1000,
