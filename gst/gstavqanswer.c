@@ -16,6 +16,7 @@
 #endif
 #include "gstavqanswer.h"
 #include "gstavqstream.h"
+#include "gstavqelements.h"
 #include "gstavqanswermeta.h"
 #include "avq-answerer.h"
 #include "avq-error.h"
@@ -90,11 +91,12 @@ struct _GstAvqAnswer {
 
 #define gst_avq_answer_parent_class parent_class
 G_DEFINE_TYPE (GstAvqAnswer, gst_avq_answer, GST_TYPE_ELEMENT);
-GST_ELEMENT_REGISTER_DEFINE (avqanswer, "avqanswer", GST_RANK_NONE, GST_TYPE_AVQ_ANSWER);
+GST_ELEMENT_REGISTER_DEFINE_WITH_CODE (avqanswer, "avqanswer", GST_RANK_NONE,
+    GST_TYPE_AVQ_ANSWER, avq_element_init (plugin));
 
 #define AVQ_CAPS "application/x-avq, version = (int) 1, " \
   "tokens = (int) [ 1, 65535 ], index-bits = (int) [ 1, 16 ], " \
-  "side-bits = (int) [ 0, 16 ], codebook = (string) ANY"
+  "side-bits = (int) [ 0, 16 ]"
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
     GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (AVQ_CAPS));

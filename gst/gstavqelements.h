@@ -13,5 +13,7 @@ void avq_element_init (GstPlugin *plugin);
 
 GST_ELEMENT_REGISTER_DECLARE (avqpay);
 GST_ELEMENT_REGISTER_DECLARE (avqdepay);
+GST_ELEMENT_REGISTER_DECLARE (avqencode);
+GST_ELEMENT_REGISTER_DECLARE (avqanswer);
 
 G_END_DECLS

@@ -12,6 +12,7 @@
 #endif
 #include "gstavqencode.h"
 #include "gstavqstream.h"
+#include "gstavqelements.h"
 #include "avq-error.h"
 #include <string.h>
 
@@ -74,7 +75,8 @@ struct _GstAvqEncode {
 
 #define gst_avq_encode_parent_class parent_class
 G_DEFINE_TYPE (GstAvqEncode, gst_avq_encode, GST_TYPE_ELEMENT);
-GST_ELEMENT_REGISTER_DEFINE (avqencode, "avqencode", GST_RANK_NONE, GST_TYPE_AVQ_ENCODE);
+GST_ELEMENT_REGISTER_DEFINE_WITH_CODE (avqencode, "avqencode", GST_RANK_NONE,
+    GST_TYPE_AVQ_ENCODE, avq_element_init (plugin));
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
     GST_PAD_SINK, GST_PAD_ALWAYS,
@@ -84,7 +86,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
     GST_PAD_SRC, GST_PAD_ALWAYS,
     GST_STATIC_CAPS ("application/x-avq, version = (int) 1, "
         "tokens = (int) [ 1, 65535 ], index-bits = (int) [ 1, 16 ], "
-        "side-bits = (int) [ 0, 16 ], codebook = (string) ANY, "
+        "side-bits = (int) [ 0, 16 ], "
         "layer = (int) [ 0, 255 ], framerate = (fraction) [ 0/1, MAX ]"));
 
 GType

@@ -13,6 +13,8 @@ plugin_init (GstPlugin *plugin)
   /* |= so that one element failing to register leaves the others usable. */
   ret |= GST_ELEMENT_REGISTER (avqpay, plugin);
   ret |= GST_ELEMENT_REGISTER (avqdepay, plugin);
+  ret |= GST_ELEMENT_REGISTER (avqencode, plugin);
+  ret |= GST_ELEMENT_REGISTER (avqanswer, plugin);
 
   return ret;
 }

@@ -18,10 +18,10 @@ void
 avq_kmeans_options_init (AvqKmeansOptions *opts)
 {
   memset (opts, 0, sizeof *opts);
-  opts->k = 256;
+  /* The spec's default codebook: 4096 entries, 12-bit indices. */
+  opts->k = 4096;
   opts->max_iters = DEFAULT_MAX_ITERS;
   opts->tol = DEFAULT_TOL;
-  opts->seed = 0;
 }
 
 gboolean
@@ -100,7 +100,10 @@ rand_below (GRand *r, guint64 n)
     return (guint64) g_rand_int_range (r, 0, (gint32) n);
   guint64 limit = G_MAXUINT64 - (G_MAXUINT64 % n);
   for (;;) {
-    guint64 v = ((guint64) g_rand_int (r) << 32) | g_rand_int (r);
+    /* Two statements: the order of two calls in one expression is
+     * unspecified, and the draw must not depend on the compiler. */
+    guint64 v = (guint64) g_rand_int (r) << 32;
+    v |= g_rand_int (r);
     if (v < limit)
       return v % n;
   }
@@ -141,9 +144,8 @@ avq_kmeans_codebook_norms (const float *codebook, gsize k, gsize d,
   }
 }
 
-/* `dots` holds x.e_k for one row; overwritten by nothing. The comparison is
- * strict, so the first (lowest) k of equal scores stays, and NaN never
- * compares less. */
+/* `dots` holds x.e_k for one row. The comparison is strict, so of equal
+ * scores the lowest k stays, and a NaN score never wins. */
 static inline guint32
 row_argmin (const float *dots, const float *norms, gsize k, float *best_out)
 {
@@ -196,33 +198,19 @@ avq_kmeans_assign (const float *x, gsize n, gsize d, const float *codebook,
 /* ---- reservoir ---------------------------------------------------------- */
 
 struct _AvqKmeansReservoir {
-  gsize d, capacity, n;
+  gsize d, capacity, n, allocated;
   guint64 seen;
   float *rows;
   GRand *rand;
 };
 
-static AvqKmeansReservoir *
-reservoir_try_new (gsize d, gsize capacity, guint64 seed)
-{
-  float *rows = capacity ? g_try_malloc_n (capacity, d * sizeof (float)) : NULL;
-  if (capacity && !rows)
-    return NULL;
-  AvqKmeansReservoir *r = g_new0 (AvqKmeansReservoir, 1);
-  r->d = d;
-  r->capacity = capacity;
-  r->rows = rows;
-  r->rand = rand_new_u64 (seed);
-  return r;
-}
-
 AvqKmeansReservoir *
 avq_kmeans_reservoir_new (gsize d, gsize capacity, guint64 seed)
 {
-  AvqKmeansReservoir *r = reservoir_try_new (d, capacity, seed);
-  if (!r)
-    g_error ("avq-kmeans: cannot allocate a %" G_GSIZE_FORMAT "-row sample",
-             capacity);
+  AvqKmeansReservoir *r = g_new0 (AvqKmeansReservoir, 1);
+  r->d = d;
+  r->capacity = capacity;
+  r->rand = rand_new_u64 (seed);
   return r;
 }
 
@@ -232,6 +220,12 @@ avq_kmeans_reservoir_add (AvqKmeansReservoir *r, const float *x, gsize n)
   for (gsize i = 0; i < n; i++, r->seen++) {
     guint64 slot;
     if (r->seen < r->capacity) {
+      /* Grown on demand: the default capacity (32768 rows of 4 KiB for
+       * K=4096) is far more than a small data set needs. */
+      if (r->n == r->allocated) {
+        r->allocated = MIN (r->capacity, MAX (2 * r->allocated, (gsize) 256));
+        r->rows = g_realloc_n (r->rows, r->allocated, r->d * sizeof (float));
+      }
       slot = r->seen;
       r->n++;
     } else {
@@ -390,6 +384,7 @@ struct _AvqKmeansStream {
   gsize d, k, block_rows, sample_cap;
   guint pass;               /* 0: sampling; then 1-based Lloyd iteration */
   gboolean done;
+  gboolean failed;          /* non-finite input seen: the sums are poisoned */
 
   AvqKmeansReservoir *sample;
   GRand *rand;
@@ -502,7 +497,8 @@ avq_kmeans_stream_new (gsize d, const AvqKmeansOptions *opts, GError **error)
     return NULL;
   }
   gsize k = opts->k;
-  if (d > G_MAXINT32 || k > G_MAXINT32 || k > G_MAXSIZE / d / sizeof (double)) {
+  if (d > G_MAXINT32 || k > G_MAXINT32 || opts->block_rows > G_MAXINT32
+      || k > G_MAXSIZE / d / sizeof (double)) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
                  "k-means: K=%" G_GSIZE_FORMAT " x D=%" G_GSIZE_FORMAT
                  " is too large", k, d);
@@ -519,11 +515,7 @@ avq_kmeans_stream_new (gsize d, const AvqKmeansOptions *opts, GError **error)
   s->sample_cap = MAX (s->sample_cap, k);
   s->worst_cap = MIN (k, (gsize) MAX_WORST);
 
-  s->sample = reservoir_try_new (d, s->sample_cap, opts->seed);
-  if (!s->sample) {
-    set_oom (error, "k-means++ sample");
-    return NULL;
-  }
+  s->sample = avq_kmeans_reservoir_new (d, s->sample_cap, opts->seed);
   /* A different stream from the reservoir's, so that the k-means++ draws do
    * not depend on how many draws the sampling consumed. */
   s->rand = rand_new_u64 (opts->seed ^ G_GUINT64_CONSTANT (0x9e3779b97f4a7c15));
@@ -563,10 +555,20 @@ avq_kmeans_stream_free (AvqKmeansStream *s)
   g_free (s);
 }
 
+static gboolean
+non_finite_error (AvqKmeansStream *s, guint64 row, GError **error)
+{
+  s->failed = TRUE;
+  g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+               "k-means: training point %" G_GUINT64_FORMAT " of pass %u has "
+               "a NaN or infinite feature", row, s->pass);
+  return FALSE;
+}
+
 /* One assignment block; the sums are updated in point order so the result
  * does not depend on threads. */
-static void
-lloyd_block (AvqKmeansStream *s, const float *x, gsize m)
+static gboolean
+lloyd_block (AvqKmeansStream *s, const float *x, gsize m, GError **error)
 {
   gsize d = s->d, k = s->k;
   int saved;
@@ -578,6 +580,10 @@ lloyd_block (AvqKmeansStream *s, const float *x, gsize m)
     guint32 lab = row_argmin (s->dots + r * k, s->norms, k, NULL);
     const float *c = s->cent + (gsize) lab * d;
     double err = sqdist_d (xr, c, d);
+    /* Centroids are finite (means of finite points), so this catches any
+     * NaN or infinity in the row before it reaches the sums. */
+    if (!isfinite (err))
+      return non_finite_error (s, s->pass_points + r, error);
     double *sum = s->sums + (gsize) lab * d;
     for (gsize j = 0; j < d; j++)
       sum[j] += xr[j];
@@ -586,15 +592,17 @@ lloyd_block (AvqKmeansStream *s, const float *x, gsize m)
     worst_offer (s, err, s->pass_points + r, xr);
   }
   s->pass_points += m;
+  return TRUE;
 }
 
 gboolean
 avq_kmeans_stream_feed (AvqKmeansStream *s, const float *x, gsize n,
                         GError **error)
 {
-  if (s->done) {
+  if (s->done || s->failed) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
-                 "k-means: feed after the last pass");
+                 s->failed ? "k-means: feed after a failed pass"
+                 : "k-means: feed after the last pass");
     return FALSE;
   }
   if (s->pass == 0) {
@@ -607,7 +615,8 @@ avq_kmeans_stream_feed (AvqKmeansStream *s, const float *x, gsize n,
   gsize d = s->d, b = s->block_rows;
   while (n > 0) {
     if (s->buf_rows == 0 && n >= b) {
-      lloyd_block (s, x, b);
+      if (!lloyd_block (s, x, b, error))
+        return FALSE;
       x += b * d;
       n -= b;
       continue;
@@ -618,8 +627,9 @@ avq_kmeans_stream_feed (AvqKmeansStream *s, const float *x, gsize n,
     x += take * d;
     n -= take;
     if (s->buf_rows == b) {
-      lloyd_block (s, s->buf, b);
       s->buf_rows = 0;
+      if (!lloyd_block (s, s->buf, b, error))
+        return FALSE;
     }
   }
   return TRUE;
@@ -639,6 +649,15 @@ end_sampling_pass (AvqKmeansStream *s, GError **error)
   gint64 t0 = g_get_monotonic_time ();
   gsize sn;
   const float *pts = avq_kmeans_reservoir_points (s->sample, &sn);
+  /* Only the sampled rows are seen here; the Lloyd passes check the rest. */
+  for (gsize i = 0; i < sn * s->d; i++)
+    if (!isfinite (pts[i])) {
+      s->failed = TRUE;
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "k-means: a sampled training point has a NaN or infinite "
+                   "feature");
+      return FALSE;
+    }
   int saved;
   set_blas_threads (s->opts.threads, &saved);
   kmeanspp (pts, sn, s->d, s->k, s->rand, s->cent);
@@ -685,6 +704,11 @@ avq_kmeans_stream_end_pass (AvqKmeansStream *s, gboolean *done, GError **error)
 {
   if (done)
     *done = s->done;
+  if (s->failed) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "k-means: end of a failed pass");
+    return FALSE;
+  }
   if (s->done)
     return TRUE;
   if (s->pass == 0) {
@@ -695,8 +719,10 @@ avq_kmeans_stream_end_pass (AvqKmeansStream *s, gboolean *done, GError **error)
     return TRUE;
   }
   if (s->buf_rows > 0) {
-    lloyd_block (s, s->buf, s->buf_rows);
+    gsize m = s->buf_rows;
     s->buf_rows = 0;
+    if (!lloyd_block (s, s->buf, m, error))
+      return FALSE;
   }
   if (s->pass_points != s->expect_points) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_MISMATCH,

@@ -44,7 +44,7 @@ typedef void (*AvqKmeansProgressFunc) (const AvqKmeansIterStats *stats,
                                        gpointer user_data);
 
 typedef struct {
-  guint k;              /* codebook size, >= 1 */
+  guint k;              /* codebook size, >= 1 (default 4096) */
   guint max_iters;      /* Lloyd iterations at most, >= 1 (default 50) */
   double tol;           /* stop once rel_change < tol (default 1e-4); 0: never */
   guint64 seed;         /* GRand seed for the sample and k-means++ */

@@ -342,6 +342,32 @@ test_bad_args (void)
   g_assert_error (err, AVQ_ERROR, AVQ_ERROR_MISMATCH);
   g_clear_error (&err);
   avq_kmeans_stream_free (s);
+
+  /* Non-finite features are refused, not averaged into a codebook. */
+  float z[40 * 3];
+  for (gsize i = 0; i < G_N_ELEMENTS (z); i++)
+    z[i] = (float) (i % 11);
+  o.k = 4;
+  s = avq_kmeans_stream_new (3, &o, &err);
+  g_assert_true (avq_kmeans_stream_feed (s, z, 40, &err));
+  g_assert_true (avq_kmeans_stream_end_pass (s, &done, &err));
+  z[37 * 3 + 1] = INFINITY;
+  g_assert_true (avq_kmeans_stream_feed (s, z, 30, &err));
+  g_assert_false (avq_kmeans_stream_feed (s, z + 30 * 3, 10, &err) &&
+                  avq_kmeans_stream_end_pass (s, &done, &err));
+  g_assert_error (err, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_assert_nonnull (strstr (err->message, "point 37"));
+  g_clear_error (&err);
+  g_assert_false (avq_kmeans_stream_end_pass (s, &done, &err));
+  g_assert_error (err, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&err);
+  avq_kmeans_stream_free (s);
+  /* In the k-means++ sample (every point is sampled here). */
+  o.init_sample = 0;
+  z[37 * 3 + 1] = NAN;
+  g_assert_false (avq_kmeans_fit (z, 40, 3, &o, cent, NULL, NULL, &err));
+  g_assert_error (err, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&err);
 }
 
 /* Fewer distinct points than K: not an error. Every distinct point ends up
@@ -387,6 +413,21 @@ test_duplicates (void)
     g_assert_true (found);
   }
   g_assert_cmpuint (nused, ==, distinct);
+  g_free (x);
+
+  /* The same above 64 centroids, where k-means++ draws in rounds. */
+  const gsize distinct2 = 100, n2 = distinct2 * 3, k2 = 128;
+  x = g_new (float, n2 * d);
+  for (gsize i = 0; i < n2; i++)
+    for (gsize j = 0; j < d; j++)
+      x[i * d + j] = (float) ((i % distinct2) * 3 + j * (i % distinct2 % 7));
+  float *cent2 = g_new (float, k2 * d);
+  g_assert_true (avq_kmeans_fit (x, n2, d, (o.k = k2, &o), cent2, NULL,
+                                 &res, &err));
+  g_assert_no_error (err);
+  g_assert_cmpfloat (res.mse, ==, 0.0);
+  g_assert_cmpuint (res.dead_clusters, ==, k2 - distinct2);
+  g_free (cent2);
   g_free (x);
 }
 
@@ -449,6 +490,46 @@ test_reseed (void)
   g_free (x);
   g_free (same);
   g_free (truth);
+}
+
+/* K > 64: k-means++ runs in rounds with rejection sampling (see
+ * kmeanspp() in avq-kmeans.c). On separated blobs it must still spread
+ * the centres like plain k-means++: nearly every blob gets its own
+ * centroid (drawing each round from one stale D^2 table without the
+ * rejection step left 4 to 8 of 256 blobs sharing). */
+static void
+test_init_rounds (void)
+{
+  const gsize k = 256, per = 10, d = 8, n = k * per;
+  guint32 *truth;
+  float *x = make_blobs (21, k, per, d, 50.0, 0.1, &truth);
+  float *cent = g_new (float, k * d);
+  guint32 *labels = g_new (guint32, n);
+  for (guint64 seed = 0; seed < 3; seed++) {
+    AvqKmeansOptions o;
+    avq_kmeans_options_init (&o);
+    o.k = k;
+    o.seed = seed;
+    o.max_iters = 1;
+    AvqKmeansResult res;
+    g_assert_true (avq_kmeans_fit (x, n, d, &o, cent, labels, &res, NULL));
+    /* Blobs whose first point's label no other blob shares. */
+    guint *owners = g_new0 (guint, k);
+    for (gsize b = 0; b < k; b++)
+      owners[labels[b]]++;
+    guint alone = 0;
+    for (gsize b = 0; b < k; b++)
+      alone += owners[labels[b]] == 1;
+    g_test_message ("seed %" G_GUINT64_FORMAT ": %u of %" G_GSIZE_FORMAT
+                    " blobs have their own centroid after one iteration",
+                    seed, alone, k);
+    g_assert_cmpuint (alone, >=, k - 2);
+    g_free (owners);
+  }
+  g_free (x);
+  g_free (truth);
+  g_free (cent);
+  g_free (labels);
 }
 
 /* Streaming in odd chunks with the same options gives the in-memory
@@ -558,6 +639,7 @@ main (int argc, char **argv)
   g_test_add_func ("/kmeans/bad-args", test_bad_args);
   g_test_add_func ("/kmeans/duplicates", test_duplicates);
   g_test_add_func ("/kmeans/reseed", test_reseed);
+  g_test_add_func ("/kmeans/init-rounds", test_init_rounds);
   g_test_add_func ("/kmeans/stream-matches-fit", test_stream_matches_fit);
   g_test_add_func ("/kmeans/reservoir", test_reservoir);
   return g_test_run ();
