@@ -125,8 +125,14 @@ static void
 mailbox_drain (GstAvqEncode *self)
 {
   g_mutex_lock (&self->lock);
-  while ((self->pending != NULL || self->busy) && !self->flushing)
+  while ((self->pending != NULL || self->busy) && !self->flushing &&
+         self->last_flow == GST_FLOW_OK)
     g_cond_wait (&self->cond, &self->lock);
+  /* After a flow return that paused the task (downstream EOS, not-linked,
+   * error) a waiting frame is never encoded: waiting for it would hold the
+   * EOS event back forever. */
+  if (self->last_flow != GST_FLOW_OK)
+    gst_clear_buffer (&self->pending);
   g_mutex_unlock (&self->lock);
 }
 
@@ -354,8 +360,14 @@ set_video_caps (GstAvqEncode *self, GstCaps *caps)
   gst_clear_buffer (&self->rgb_buffer);
   AvqPixelFormat packed;
   if (!pixel_format_from_video (GST_VIDEO_INFO_FORMAT (&info), &packed)) {
-    gst_video_info_set_format (&self->rgb_info, GST_VIDEO_FORMAT_RGB,
-                               GST_VIDEO_INFO_WIDTH (&info), GST_VIDEO_INFO_HEIGHT (&info));
+    /* The converter changes the format only: same frame rate and interlace
+     * mode, or gst_video_converter_new() refuses. */
+    gst_video_info_set_interlaced_format (&self->rgb_info, GST_VIDEO_FORMAT_RGB,
+                                          GST_VIDEO_INFO_INTERLACE_MODE (&info),
+                                          GST_VIDEO_INFO_WIDTH (&info),
+                                          GST_VIDEO_INFO_HEIGHT (&info));
+    GST_VIDEO_INFO_FPS_N (&self->rgb_info) = GST_VIDEO_INFO_FPS_N (&info);
+    GST_VIDEO_INFO_FPS_D (&self->rgb_info) = GST_VIDEO_INFO_FPS_D (&info);
     self->converter = gst_video_converter_new (&info, &self->rgb_info, NULL);
     if (self->converter == NULL)
       return FALSE;

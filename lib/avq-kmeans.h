@@ -6,6 +6,18 @@
  * k. avq_kmeans_assign() is that step on its own, so the encoder and the
  * trainer cannot drift apart.
  *
+ * The algorithm: a uniform reservoir sample of init_sample points; k-means++
+ * on it (D^2 sampling, drawn in rounds of K/64 with rejection so that the
+ * distribution stays exactly k-means++'s while D^2 is refreshed by one
+ * sgemm per round instead of one pass per centre); then Lloyd iterations.
+ * Iteration i assigns every point to its nearest centroid, reports
+ * mse_i = mean ||x - e_label||^2 (exact, in double), then moves every
+ * centroid to the mean of its points (sums in double). A cluster left
+ * empty takes, in cluster order, the point with the largest error of that
+ * pass not yet used (ties: the earlier point). It stops after the update of
+ * the first iteration with (mse_{i-1} - mse_i) / mse_{i-1} < tol and no
+ * re-seeding, with mse_i == 0, or after max_iters.
+ *
  * Two ways in:
  *  - avq_kmeans_fit(): all points in memory.
  *  - AvqKmeansStream: the same algorithm over data re-read in chunks each
@@ -15,7 +27,9 @@
  *    options, points and order it returns bit-identical centroids to
  *    avq_kmeans_fit() whatever the chunking (avq_kmeans_fit() is built on
  *    it). The cost is one extra pass over the data for the k-means++
- *    sample, and memory of K*D doubles + init_sample*D floats.
+ *    sample, and memory of K*D doubles (sums) + init_sample*D floats (the
+ *    sample, freed after pass 0) + min(K, 4096)*D floats (re-seeding
+ *    candidates) + block_rows*(K+D) floats.
  *
  * Determinism: for a given seed, options (block_rows included), input
  * order, OpenBLAS thread count and CPU kernel the result is bit-identical.
@@ -25,6 +39,10 @@
  * call (edge micro-kernels, per-thread split), which flips near-ties.
  * The same caveat applies to the encoder: its labels equal the trainer's
  * only up to such near-ties.
+ *
+ * Threads: `threads` > 0 sets OpenBLAS's process-wide thread count around
+ * each sgemm and restores it after; other BLAS users in the process should
+ * not run concurrently with a k-means call.
  */
 #pragma once
 #include <glib.h>
@@ -58,10 +76,10 @@ typedef struct {
 
 typedef struct {
   guint iterations;     /* Lloyd iterations run */
-  gboolean converged;   /* stopped on tol rather than max_iters */
+  gboolean converged;   /* stopped on tol (or mse 0), not on max_iters */
   double mse;           /* mse of the last assignment pass (before its
-                         * update, so an upper bound for the returned
-                         * centroids) */
+                         * update, so up to rounding an upper bound for the
+                         * returned centroids) */
   double init_seconds;  /* k-means++ time */
   guint dead_clusters;  /* clusters still empty after the last pass: the data
                          * has fewer distinct points than K (see
@@ -75,8 +93,8 @@ void avq_kmeans_options_init (AvqKmeansOptions *opts);
 gboolean avq_kmeans_check_codebook_size (guint64 k, guint *index_bits,
                                          GError **error);
 
-/* norms[k] = ||e_k||^2 accumulated in float in index order, exactly what
- * avq_kmeans_assign() expects. */
+/* norms[k] = ||e_k||^2, summed in double in index order and rounded to
+ * float (as avq-quantizer.c does), for avq_kmeans_assign(). */
 void avq_kmeans_codebook_norms (const float *codebook, gsize k, gsize d,
                                 float *norms);
 
@@ -93,7 +111,9 @@ void avq_kmeans_assign (const float *x, gsize n, gsize d,
  * gets the assignment to the returned centroids (one more assignment
  * pass). result may be NULL.
  *
- * Errors (AVQ_ERROR_INVALID_ARGUMENT): k == 0, d == 0, k > n.
+ * Errors (AVQ_ERROR_INVALID_ARGUMENT): k == 0, d == 0, k > n, max_iters
+ * == 0, tol negative or not finite, a NaN or infinite feature (the message
+ * names the point), K*D too large to allocate.
  * Fewer distinct points than K is not an error: empty clusters are
  * re-seeded from the worst-served points each iteration; once every point
  * sits exactly on a centroid there is nothing left to serve, the spare
@@ -134,7 +154,8 @@ void avq_kmeans_reservoir_free (AvqKmeansReservoir *r);
  * Pass 0 only fills the k-means++ sample; end_pass then runs k-means++
  * (AVQ_ERROR_INVALID_ARGUMENT when fewer than K points were fed). Every
  * later pass is one Lloyd iteration and must feed the same number of
- * points (AVQ_ERROR_MISMATCH otherwise). */
+ * points (AVQ_ERROR_MISMATCH otherwise). A NaN or infinite feature fails
+ * the feed (or end_pass) that meets it, and every call after that. */
 typedef struct _AvqKmeansStream AvqKmeansStream;
 
 AvqKmeansStream *avq_kmeans_stream_new (gsize d, const AvqKmeansOptions *opts,

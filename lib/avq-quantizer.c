@@ -4,6 +4,7 @@
 #include <string.h>
 #include "avq-error.h"
 #include "avq-ops.h"
+#include "avq-vision.h"
 
 #define VM "vision_tower.vision_model."
 
@@ -13,6 +14,7 @@ struct _AvqQuantizerScratch {
   float *scores;  /* [T, K] */
   float *mean;    /* [T] */
   float *sigma;   /* [T] */
+  double *work;   /* [3 D]: the derive solve */
 };
 
 void
@@ -210,7 +212,7 @@ avq_quantizer_new (const AvqSafetensors *st, const AvqModel *model,
     return NULL;
   }
   gint64 grid = cfg->vision.image_size / cfg->vision.patch_size;
-  if (grid * grid + 1 > G_MAXUINT16) {
+  if (grid * grid + 1 > AVQ_VISION_MAX_TOKENS) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_UNSUPPORTED,
                  "vision_config: %" G_GINT64_FORMAT " tokens exceed a frame",
                  grid * grid + 1);
@@ -305,6 +307,7 @@ avq_quantizer_scratch_new (const AvqQuantizer *q)
   s->scores = g_new (float, T * (gsize) q->codebook_size);
   s->mean = g_new (float, T);
   s->sigma = g_new (float, T);
+  s->work = g_new (double, 3 * D);
   return s;
 }
 
@@ -318,6 +321,7 @@ avq_quantizer_scratch_free (AvqQuantizerScratch *s)
   g_free (s->scores);
   g_free (s->mean);
   g_free (s->sigma);
+  g_free (s->work);
   g_free (s);
 }
 
@@ -481,11 +485,12 @@ avq_quantizer_check_frame (const AvqQuantizer *q, const AvqFrame *f,
  * equations for the token's mean m and scale s. Done in double: the
  * quadratic's discriminant cancels. */
 static void
-derive_residual (const AvqQuantizer *q, const float *zhat, float *x)
+derive_residual (const AvqQuantizer *q, const float *zhat, float *x,
+                 double *work)
 {
   const int T = q->tokens, D = q->dim;
   double B = 0, C = 0, R = 0;
-  double *u = g_new (double, D), *p = g_new (double, D), *qq = g_new (double, D);
+  double *u = work, *p = work + D, *qq = work + 2 * D;
   for (int c = 0; c < D; c++) {
     B += 1.0 / q->pre_w[c];
     C += (double) q->pre_b[c] / q->pre_w[c];
@@ -522,9 +527,6 @@ derive_residual (const AvqQuantizer *q, const float *zhat, float *x)
     for (int c = 0; c < D; c++)
       xr[c] = (float) (m + sc * u[c]);
   }
-  g_free (u);
-  g_free (p);
-  g_free (qq);
 }
 
 gboolean
@@ -540,7 +542,7 @@ avq_quantizer_decode (const AvqQuantizer *q, const AvqFrame *f, float *zhat,
   dlp (s->z, T, D, q->out_w, q->out_b, q->out_scale, zhat);
 
   if (q->residual == AVQ_RESIDUAL_DERIVE) {
-    derive_residual (q, zhat, x_hat);
+    derive_residual (q, zhat, x_hat, s->work);
     return TRUE;
   }
   const float *r = f->side_range;

@@ -1,15 +1,17 @@
 /* BPE tokenizer with the semantics of HF `tokenizers` for SentencePiece-style
  * Llama tokenizer.json files (see avq-tokenizer.h).
  *
- * Loading uses a small in-place JSON reader (json-glib takes several times
- * the whole load budget on the 3.9 MB llava file) and builds open-addressing
- * tables for the vocabulary and the merges, so encoding costs a few hash
- * probes per character plus one heap operation per merge. */
+ * Loading parses the file with json-glib and builds open-addressing tables
+ * for the vocabulary and the merges straight from its tree, which is freed
+ * right after; encoding costs a few hash probes per character plus one heap
+ * operation per merge. */
 #include "avq-tokenizer.h"
 #include "avq-error.h"
 
 #include <errno.h>
 #include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -327,379 +329,187 @@ merge_insert (MergeIndex *index, gint32 a, gint32 b, guint32 rank, gint32 new_id
   index->new_ids[i] = new_id;
 }
 
-/* --------------------------------------------------------- JSON reading */
+/* ---------------------------------------------------------- JSON input */
 
-/* A small strict JSON reader. json-glib alone needs ~130 ms (and ~30 ms to
- * free its tree) for the 3.9 MB llava tokenizer.json on the reference
- * machine; this one parses in place into an arena in a few ms. Strings are
- * unescaped inside the writable file buffer (an escape never grows), values
- * are linked lists of children: the loader only walks them in order or
- * looks members up in small objects. */
-
-typedef enum { JV_NULL, JV_BOOL, JV_INT, JV_NUMBER, JV_STRING, JV_ARRAY, JV_OBJECT } JvType;
-
-typedef struct Jv Jv;
-struct Jv {
-  JvType type;
-  guint32 count;   /* children of an array or object */
-  const char *key; /* member name when inside an object */
-  Jv *first, *next;
-  union {
-    gboolean b;
-    gint64 i;
-    double d;
-    const char *s;
-  } u;
-};
-
-#define JV_SLAB 8192
-/* Deeper nesting is never needed by a tokenizer.json; the bound keeps the
- * recursive descent off the end of the stack on hostile input. */
-#define JV_MAX_DEPTH 64
-
-typedef struct {
-  char *buf;
-  gsize len, pos;
-  GSList *slabs;
-  gsize slab_used;
-  const char *err;
-  gsize err_pos;
-} JParser;
-
-static Jv *
-jv_new (JParser *p, JvType type)
-{
-  if (p->slabs == NULL || p->slab_used == JV_SLAB) {
-    p->slabs = g_slist_prepend (p->slabs, g_new (Jv, JV_SLAB));
-    p->slab_used = 0;
-  }
-  Jv *v = (Jv *) p->slabs->data + p->slab_used++;
-  memset (v, 0, sizeof *v);
-  v->type = type;
-  return v;
-}
-
-static void
-jparser_clear (JParser *p)
-{
-  g_slist_free_full (p->slabs, g_free);
-  p->slabs = NULL;
-}
+/* Files are parsed with json-glib, whose 1.6 parser has two gaps this pass
+ * over the raw bytes closes first: it recurses once per nesting level (a
+ * file nesting some 10,000 levels overflows the stack) and it cuts a
+ * string short at an escaped NUL ("a\u0000b" reads as "a"). The pass only
+ * follows double-quoted strings, so the non-JSON extensions json-glib takes
+ * outside them (single-quoted strings, comments) are refused as well:
+ * they could hide brackets from the count. */
+#define MAX_DEPTH 64
 
 static gboolean
-jerr (JParser *p, const char *what)
+json_prescan (const char *buf, gsize len, const char *path, GError **error)
 {
-  if (p->err == NULL) {
-    p->err = what;
-    p->err_pos = p->pos;
+  const char *what = NULL;
+  guint depth = 0;
+  gsize i;
+  for (i = 0; i < len && what == NULL; i++) {
+    char c = buf[i];
+    if (c == '"') {
+      for (i++; i < len && buf[i] != '"'; i++) {
+        if (buf[i] != '\\')
+          continue;
+        if (len - i >= 6 && memcmp (buf + i + 1, "u0000", 5) == 0) {
+          what = "\\u0000 in a string is not supported";
+          break;
+        }
+        i++;
+      }
+    } else if (c == '[' || c == '{') {
+      if (++depth > MAX_DEPTH)
+        what = "nested too deeply";
+    } else if (c == ']' || c == '}') {
+      if (depth > 0)
+        depth--;
+    } else if (c == '\'' || c == '/') {
+      what = "unexpected character";
+    }
   }
+  if (what == NULL)
+    return TRUE;
+  gsize at = i - 1, line = 1, col = 1;
+  for (gsize k = 0; k < at; k++) {
+    if (buf[k] == '\n') {
+      line++;
+      col = 1;
+    } else {
+      col++;
+    }
+  }
+  g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: not valid JSON: %s at line %"
+               G_GSIZE_FORMAT ", column %" G_GSIZE_FORMAT, path, what, line, col);
   return FALSE;
 }
 
-static void
-jskip_ws (JParser *p)
+/* The whole file, NUL-terminated. */
+static char *
+read_json_file (const char *path, gsize *len, GError **error)
 {
-  while (p->pos < p->len) {
-    char c = p->buf[p->pos];
-    if (c != ' ' && c != '\n' && c != '\r' && c != '\t')
-      break;
-    p->pos++;
-  }
-}
-
-static int
-jhex4 (const char *s)
-{
-  int v = 0;
-  for (int i = 0; i < 4; i++) {
-    char c = s[i];
-    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-    if (d < 0)
-      return -1;
-    v = v * 16 + d;
-  }
-  return v;
-}
-
-/* At the opening quote; leaves the unescaped, NUL-terminated text in place. */
-static const char *
-jstring (JParser *p)
-{
-  gsize r = p->pos + 1, w = r;
-  char *buf = p->buf;
-  const char *start = buf + w;
-  for (;;) {
-    if (r >= p->len) {
-      p->pos = r;
-      jerr (p, "unterminated string");
-      return NULL;
-    }
-    guchar c = (guchar) buf[r];
-    if (c == '"') {
-      buf[w] = '\0';
-      p->pos = r + 1;
-      return start;
-    }
-    if (c < 0x20) {
-      p->pos = r;
-      jerr (p, "control character in string");
-      return NULL;
-    }
-    if (c != '\\') {
-      buf[w++] = (char) c;
-      r++;
-      continue;
-    }
-    if (r + 1 >= p->len) {
-      p->pos = r;
-      jerr (p, "unterminated string");
-      return NULL;
-    }
-    char e = buf[r + 1];
-    const char *simple = strchr ("\"\\/bfnrt", e);
-    if (e != '\0' && simple != NULL) {
-      static const char out[] = "\"\\/\b\f\n\r\t";
-      buf[w++] = out[simple - "\"\\/bfnrt"];
-      r += 2;
-      continue;
-    }
-    if (e != 'u' || r + 6 > p->len || jhex4 (buf + r + 2) < 0) {
-      p->pos = r;
-      jerr (p, "bad escape in string");
-      return NULL;
-    }
-    gunichar u = (gunichar) jhex4 (buf + r + 2);
-    r += 6;
-    if (u >= 0xd800 && u <= 0xdbff) {
-      int lo = (r + 6 <= p->len && buf[r] == '\\' && buf[r + 1] == 'u') ? jhex4 (buf + r + 2) : -1;
-      if (lo < 0xdc00 || lo > 0xdfff) {
-        p->pos = r;
-        jerr (p, "unpaired surrogate in string");
-        return NULL;
-      }
-      u = 0x10000 + ((u - 0xd800) << 10) + ((gunichar) lo - 0xdc00);
-      r += 6;
-    } else if (u >= 0xdc00 && u <= 0xdfff) {
-      p->pos = r;
-      jerr (p, "unpaired surrogate in string");
-      return NULL;
-    }
-    if (u == 0) {
-      /* Strings are handled NUL-terminated; no real token contains NUL
-       * (the byte is spelled <0x00>). */
-      p->pos = r;
-      jerr (p, "\\u0000 in string is not supported");
-      return NULL;
-    }
-    w += (gsize) g_unichar_to_utf8 (u, buf + w);
-  }
-}
-
-static gboolean
-jdigits (JParser *p)
-{
-  gsize start = p->pos;
-  while (p->pos < p->len && g_ascii_isdigit (p->buf[p->pos]))
-    p->pos++;
-  return p->pos > start;
-}
-
-static Jv *
-jnumber (JParser *p)
-{
-  gsize start = p->pos;
-  gboolean integral = TRUE;
-  if (p->buf[p->pos] == '-')
-    p->pos++;
-  if (p->pos < p->len && p->buf[p->pos] == '0')
-    p->pos++;
-  else if (!jdigits (p))
-    return jerr (p, "bad number"), NULL;
-  if (p->pos < p->len && p->buf[p->pos] == '.') {
-    p->pos++;
-    integral = FALSE;
-    if (!jdigits (p))
-      return jerr (p, "bad number"), NULL;
-  }
-  if (p->pos < p->len && (p->buf[p->pos] == 'e' || p->buf[p->pos] == 'E')) {
-    p->pos++;
-    integral = FALSE;
-    if (p->pos < p->len && (p->buf[p->pos] == '+' || p->buf[p->pos] == '-'))
-      p->pos++;
-    if (!jdigits (p))
-      return jerr (p, "bad number"), NULL;
-  }
-  /* The grammar was checked above, so strtod/strtoll read exactly
-   * [start, pos); the buffer is NUL-terminated after the file. */
-  if (integral) {
-    gboolean neg = p->buf[start] == '-';
-    guint64 mag = 0;
-    gboolean overflow = FALSE;
-    for (gsize i = start + neg; i < p->pos; i++) {
-      guint d = (guint) (p->buf[i] - '0');
-      if (mag > (G_MAXUINT64 - d) / 10)
-        overflow = TRUE;
-      else
-        mag = mag * 10 + d;
-    }
-    if (!overflow && mag <= (guint64) G_MAXINT64) {
-      Jv *v = jv_new (p, JV_INT);
-      v->u.i = neg ? -(gint64) mag : (gint64) mag;
-      return v;
-    }
-  }
-  Jv *v = jv_new (p, JV_NUMBER);
-  v->u.d = g_ascii_strtod (p->buf + start, NULL);
-  return v;
-}
-
-static gboolean
-jliteral (JParser *p, const char *word)
-{
-  gsize n = strlen (word);
-  if (p->len - p->pos < n || memcmp (p->buf + p->pos, word, n) != 0)
-    return jerr (p, "unexpected character");
-  p->pos += n;
-  return TRUE;
-}
-
-static Jv *jvalue (JParser *p, guint depth);
-
-static Jv *
-jcontainer (JParser *p, guint depth, gboolean object)
-{
-  Jv *v = jv_new (p, object ? JV_OBJECT : JV_ARRAY);
-  Jv *last = NULL;
-  char close = object ? '}' : ']';
-  if (depth >= JV_MAX_DEPTH)
-    return jerr (p, "nested too deeply"), NULL;
-  p->pos++;
-  jskip_ws (p);
-  if (p->pos < p->len && p->buf[p->pos] == close) {
-    p->pos++;
-    return v;
-  }
-  for (;;) {
-    const char *key = NULL;
-    if (object) {
-      if (p->pos >= p->len || p->buf[p->pos] != '"')
-        return jerr (p, "expected a member name"), NULL;
-      if ((key = jstring (p)) == NULL)
-        return NULL;
-      jskip_ws (p);
-      if (p->pos >= p->len || p->buf[p->pos] != ':')
-        return jerr (p, "expected ':'"), NULL;
-      p->pos++;
-    }
-    Jv *child = jvalue (p, depth + 1);
-    if (child == NULL)
-      return NULL;
-    child->key = key;
-    if (last)
-      last->next = child;
+  GStatBuf st;
+  if (g_stat (path, &st) != 0) {
+    int err = errno;
+    if (err == ENOENT || err == ENOTDIR)
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_MISSING, "%s: no such file", path);
     else
-      v->first = child;
-    last = child;
-    if (v->count == G_MAXUINT32)
-      return jerr (p, "too many elements"), NULL;
-    v->count++;
-    jskip_ws (p);
-    if (p->pos < p->len && p->buf[p->pos] == ',') {
-      p->pos++;
-      jskip_ws (p);
-      continue;
-    }
-    if (p->pos < p->len && p->buf[p->pos] == close) {
-      p->pos++;
-      return v;
-    }
-    return jerr (p, object ? "expected ',' or '}'" : "expected ',' or ']'"), NULL;
-  }
-}
-
-static Jv *
-jvalue (JParser *p, guint depth)
-{
-  jskip_ws (p);
-  if (p->pos >= p->len)
-    return jerr (p, "unexpected end of data"), NULL;
-  char c = p->buf[p->pos];
-  Jv *v;
-  switch (c) {
-  case '{':
-    return jcontainer (p, depth, TRUE);
-  case '[':
-    return jcontainer (p, depth, FALSE);
-  case '"': {
-    const char *s = jstring (p);
-    if (s == NULL)
-      return NULL;
-    v = jv_new (p, JV_STRING);
-    v->u.s = s;
-    return v;
-  }
-  case 't':
-  case 'f':
-    if (!jliteral (p, c == 't' ? "true" : "false"))
-      return NULL;
-    v = jv_new (p, JV_BOOL);
-    v->u.b = c == 't';
-    return v;
-  case 'n':
-    return jliteral (p, "null") ? jv_new (p, JV_NULL) : NULL;
-  default:
-    if (c == '-' || g_ascii_isdigit (c))
-      return jnumber (p);
-    return jerr (p, "unexpected character"), NULL;
-  }
-}
-
-/* Parses buf[0..len) (buf[len] must be NUL and the buffer writable). */
-static Jv *
-jparse (JParser *p, char *buf, gsize len, const char *path, GError **error)
-{
-  memset (p, 0, sizeof *p);
-  p->buf = buf;
-  p->len = len;
-  Jv *root = NULL;
-  if (!utf8_valid (buf, len)) {
-    jerr (p, "not UTF-8");
-  } else {
-    root = jvalue (p, 0);
-    jskip_ws (p);
-    if (root && p->pos != p->len) {
-      jerr (p, "data after the end");
-      root = NULL;
-    }
-  }
-  if (root == NULL) {
-    gsize line = 1, col = 1;
-    for (gsize i = 0; i < p->err_pos && i < len; i++) {
-      if (buf[i] == '\n') {
-        line++;
-        col = 1;
-      } else {
-        col++;
-      }
-    }
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: not valid JSON: %s at line %"
-                 G_GSIZE_FORMAT ", column %" G_GSIZE_FORMAT, path, p->err, line, col);
-  }
-  return root;
-}
-
-/* The last of duplicate members wins, as with serde maps. */
-static Jv *
-member (const Jv *obj, const char *name)
-{
-  Jv *found = NULL;
-  if (obj == NULL || obj->type != JV_OBJECT)
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_IO, "%s: %s", path, g_strerror (err));
     return NULL;
-  for (Jv *c = obj->first; c; c = c->next)
-    if (strcmp (c->key, name) == 0)
-      found = c;
-  return found;
+  }
+  if (!S_ISREG (st.st_mode)) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_IO, "%s: not a regular file", path);
+    return NULL;
+  }
+  if ((guint64) st.st_size > MAX_FILE_BYTES) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: %" G_GUINT64_FORMAT
+                 " bytes is too large for a tokenizer file", path, (guint64) st.st_size);
+    return NULL;
+  }
+  char *data = NULL;
+  GError *err = NULL;
+  if (!g_file_get_contents (path, &data, len, &err)) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_IO, "%s: %s", path, err->message);
+    g_error_free (err);
+    return NULL;
+  }
+  return data;
+}
+
+/* Reads and parses `path`; the returned parser owns the tree, which has a
+ * root. json-glib's messages start "<data>:LINE:COL: "; that part is
+ * rewritten to name the file. */
+static JsonParser *
+parse_json_file (const char *path, GError **error)
+{
+  gsize len;
+  g_autofree char *data = read_json_file (path, &len, error);
+  if (data == NULL || !json_prescan (data, len, path, error))
+    return NULL;
+  JsonParser *parser = json_parser_new ();
+  g_autoptr (GError) err = NULL;
+  if (!json_parser_load_from_data (parser, data, (gssize) len, &err)) {
+    const char *msg = err->message;
+    guint line, col;
+    int skip = 0;
+    if (g_str_has_prefix (msg, "<data>:") &&
+        sscanf (msg + 7, "%u:%u: %n", &line, &col, &skip) == 2 && skip > 0) {
+      const char *what = msg + 7 + skip;
+      if (g_str_has_prefix (what, "Parse error: "))
+        what += strlen ("Parse error: ");
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT,
+                   "%s: not valid JSON: %s at line %u, column %u", path, what, line, col);
+    } else {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: not valid JSON: %s", path, msg);
+    }
+    g_object_unref (parser);
+    return NULL;
+  }
+  if (json_parser_get_root (parser) == NULL) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: not valid JSON: no value", path);
+    g_object_unref (parser);
+    return NULL;
+  }
+  return parser;
+}
+
+typedef enum { K_NULL, K_BOOL, K_INT, K_NUMBER, K_STRING, K_ARRAY, K_OBJECT, K_OTHER } Kind;
+
+/* An absent member counts as null. */
+static Kind
+kind_of (JsonNode *n)
+{
+  if (n == NULL)
+    return K_NULL;
+  switch (JSON_NODE_TYPE (n)) {
+  case JSON_NODE_OBJECT:
+    return K_OBJECT;
+  case JSON_NODE_ARRAY:
+    return K_ARRAY;
+  case JSON_NODE_NULL:
+    return K_NULL;
+  case JSON_NODE_VALUE:
+    break;
+  }
+  GType type = json_node_get_value_type (n);
+  if (type == G_TYPE_INT64)
+    return K_INT;
+  if (type == G_TYPE_DOUBLE)
+    return K_NUMBER;
+  if (type == G_TYPE_STRING)
+    return K_STRING;
+  if (type == G_TYPE_BOOLEAN)
+    return K_BOOL;
+  return K_OTHER;
+}
+
+/* json-glib keeps the last of duplicate members, as serde maps do. */
+static JsonNode *
+member (JsonNode *obj, const char *name)
+{
+  if (kind_of (obj) != K_OBJECT)
+    return NULL;
+  return json_object_get_member (json_node_get_object (obj), name);
+}
+
+/* Children of an array or object (0 for anything else). */
+static guint
+node_count (JsonNode *n)
+{
+  switch (kind_of (n)) {
+  case K_ARRAY:
+    return json_array_get_length (json_node_get_array (n));
+  case K_OBJECT:
+    return json_object_get_size (json_node_get_object (n));
+  default:
+    return 0;
+  }
+}
+
+static JsonNode *
+element (JsonNode *array, guint i)
+{
+  return json_array_get_element (json_node_get_array (array), i);
 }
 
 typedef struct {
@@ -719,78 +529,85 @@ fail (Ctx *ctx, AvqErrorCode code, const char *field, const char *fmt, ...)
 }
 
 static const char *
-node_kind (const Jv *v)
+node_kind (JsonNode *v)
 {
   static const char *const names[] = { "null", "a boolean", "an integer", "a number",
-                                       "a string", "an array", "an object" };
-  return v ? names[v->type] : "null";
+                                       "a string", "an array", "an object", "a value" };
+  return names[kind_of (v)];
 }
 
 static gboolean
-node_is_null (const Jv *v)
+node_is_null (JsonNode *v)
 {
-  return v == NULL || v->type == JV_NULL;
+  return kind_of (v) == K_NULL;
 }
 
 static gboolean
-node_is (const Jv *v, JvType type)
+node_is (JsonNode *v, Kind kind)
 {
-  return v != NULL && v->type == type;
+  return kind_of (v) == kind;
 }
 
 /* Optional boolean: absent or null gives `def`. */
 static gboolean
-get_bool (Ctx *ctx, const Jv *obj, const char *name, const char *field,
+get_bool (Ctx *ctx, JsonNode *obj, const char *name, const char *field,
           gboolean def, gboolean *out)
 {
-  Jv *n = member (obj, name);
+  JsonNode *n = member (obj, name);
   if (node_is_null (n)) {
     *out = def;
     return TRUE;
   }
-  if (!node_is (n, JV_BOOL))
+  if (!node_is (n, K_BOOL))
     return fail (ctx, AVQ_ERROR_FORMAT, field, "expected a boolean, got %s", node_kind (n));
-  *out = n->u.b;
+  *out = json_node_get_boolean (n);
   return TRUE;
 }
 
 static gboolean
-get_string (Ctx *ctx, const Jv *obj, const char *name, const char *field,
+get_string (Ctx *ctx, JsonNode *obj, const char *name, const char *field,
             gboolean required, const char **out)
 {
-  Jv *n = member (obj, name);
+  JsonNode *n = member (obj, name);
   if (node_is_null (n)) {
     *out = NULL;
     if (required)
       return fail (ctx, AVQ_ERROR_MISSING, field, "missing");
     return TRUE;
   }
-  if (!node_is (n, JV_STRING))
+  if (!node_is (n, K_STRING))
     return fail (ctx, AVQ_ERROR_FORMAT, field, "expected a string, got %s", node_kind (n));
-  *out = n->u.s;
+  *out = json_node_get_string (n);
+  /* json-glib turns an unpaired surrogate escape followed by more text
+   * into bytes that are not UTF-8; everything downstream relies on it. */
+  if (!utf8_valid (*out, strlen (*out)))
+    return fail (ctx, AVQ_ERROR_FORMAT, field, "not valid UTF-8");
   return TRUE;
 }
 
 static gboolean
-get_uint (Ctx *ctx, const Jv *obj, const char *name, const char *field,
+get_uint (Ctx *ctx, JsonNode *obj, const char *name, const char *field,
           gint64 def, gint64 max, gint64 *out)
 {
-  Jv *n = member (obj, name);
+  JsonNode *n = member (obj, name);
   if (node_is_null (n)) {
     *out = def;
     return TRUE;
   }
-  if (!node_is (n, JV_INT))
+  if (!node_is (n, K_INT))
     return fail (ctx, AVQ_ERROR_FORMAT, field, "expected an integer, got %s", node_kind (n));
-  if (n->u.i < 0 || n->u.i > max)
-    return fail (ctx, AVQ_ERROR_FORMAT, field, "%" G_GINT64_FORMAT " is out of range", n->u.i);
-  *out = n->u.i;
+  /* json-glib reads integers beyond gint64 as -1 or G_MAXINT64, both
+   * caught here. */
+  gint64 v = json_node_get_int (n);
+  if (v < 0 || v > max)
+    return fail (ctx, AVQ_ERROR_FORMAT, field, "%" G_GINT64_FORMAT " is out of range", v);
+  *out = v;
   return TRUE;
 }
 
 /* A one-character string (Metaspace replacement, Strip content). */
 static gboolean
-get_char (Ctx *ctx, const Jv *obj, const char *name, const char *field,
+get_char (Ctx *ctx, JsonNode *obj, const char *name, const char *field,
           const char **out_str, gunichar *out_ch)
 {
   const char *s;
@@ -807,13 +624,13 @@ get_char (Ctx *ctx, const Jv *obj, const char *name, const char *field,
 
 /* `{"String": s}`; regex patterns are refused rather than misapplied. */
 static gboolean
-get_pattern (Ctx *ctx, const Jv *obj, const char *field, const char **out)
+get_pattern (Ctx *ctx, JsonNode *obj, const char *field, const char **out)
 {
   g_autofree char *f = g_strdup_printf ("%s.pattern", field);
-  Jv *n = member (obj, "pattern");
+  JsonNode *n = member (obj, "pattern");
   if (node_is_null (n))
     return fail (ctx, AVQ_ERROR_MISSING, f, "missing");
-  if (!node_is (n, JV_OBJECT))
+  if (!node_is (n, K_OBJECT))
     return fail (ctx, AVQ_ERROR_FORMAT, f, "expected an object, got %s", node_kind (n));
   if (member (n, "Regex") != NULL)
     return fail (ctx, AVQ_ERROR_UNSUPPORTED, f, "regex patterns are not supported");
@@ -826,7 +643,7 @@ get_pattern (Ctx *ctx, const Jv *obj, const char *field, const char **out)
 }
 
 static gboolean
-get_prepend_scheme (Ctx *ctx, const Jv *obj, const char *field, PrependScheme *out)
+get_prepend_scheme (Ctx *ctx, JsonNode *obj, const char *field, PrependScheme *out)
 {
   const char *scheme;
   g_autofree char *f = g_strdup_printf ("%s.prepend_scheme", field);
@@ -861,50 +678,62 @@ keep (AvqTokenizer *t, const char *s)
 
 /* First pass over ids: types, range, and the table size they need. */
 static gboolean
-scan_vocab (Ctx *ctx, const Jv *vocab, gint64 *max_id)
+scan_vocab (Ctx *ctx, JsonNode *vocab, gint64 *max_id)
 {
-  for (const Jv *n = vocab->first; n; n = n->next) {
-    if (!node_is (n, JV_INT))
+  JsonObjectIter iter;
+  const char *key;
+  JsonNode *n;
+  json_object_iter_init_ordered (&iter, json_node_get_object (vocab));
+  while (json_object_iter_next_ordered (&iter, &key, &n)) {
+    if (!node_is (n, K_INT))
       return fail (ctx, AVQ_ERROR_FORMAT, "model.vocab",
-                   "id of token '%s' is %s, expected an integer", n->key, node_kind (n));
-    gint64 id = n->u.i;
+                   "id of token '%s' is %s, expected an integer", key, node_kind (n));
+    gint64 id = json_node_get_int (n);
     if (id < 0 || id > MAX_ID)
       return fail (ctx, AVQ_ERROR_FORMAT, "model.vocab",
-                   "id %" G_GINT64_FORMAT " of token '%s' is out of range", id, n->key);
-    if (n->key[0] == '\0')
+                   "id %" G_GINT64_FORMAT " of token '%s' is out of range", id, key);
+    if (key[0] == '\0')
       return fail (ctx, AVQ_ERROR_FORMAT, "model.vocab", "token with id %" G_GINT64_FORMAT
                    " is empty", id);
+    if (!utf8_valid (key, strlen (key)))
+      return fail (ctx, AVQ_ERROR_FORMAT, "model.vocab", "token with id %" G_GINT64_FORMAT
+                   " is not valid UTF-8", id);
     *max_id = MAX (*max_id, id);
   }
   return TRUE;
 }
 
+/* json-glib keeps one member per key (the last one's value, as serde maps
+ * in HF do), so unlike an id a token string cannot repeat here. */
 static gboolean
-load_vocab (AvqTokenizer *t, Ctx *ctx, const Jv *vocab)
+load_vocab (AvqTokenizer *t, Ctx *ctx, JsonNode *vocab)
 {
-  id_index_init (&t->vocab, vocab->count);
-  for (const Jv *n = vocab->first; n; n = n->next) {
-    gint32 id = (gint32) n->u.i;
+  JsonObjectIter iter;
+  const char *key;
+  JsonNode *n;
+  id_index_init (&t->vocab, node_count (vocab));
+  json_object_iter_init_ordered (&iter, json_node_get_object (vocab));
+  while (json_object_iter_next_ordered (&iter, &key, &n)) {
+    gint32 id = (gint32) json_node_get_int (n);
     if (t->id_flags[id] & FLAG_MODEL)
       return fail (ctx, AVQ_ERROR_FORMAT, "model.vocab", "id %d is used by both '%s' and '%s'",
-                   id, t->id_str[id], n->key);
-    t->id_str[id] = g_string_chunk_insert (t->strings, n->key);
-    t->id_len[id] = (guint32) strlen (n->key);
+                   id, t->id_str[id], key);
+    t->id_str[id] = g_string_chunk_insert (t->strings, key);
+    t->id_len[id] = (guint32) strlen (key);
     t->id_flags[id] |= FLAG_MODEL;
-    if (id_index_insert (t, &t->vocab, id) >= 0)
-      return fail (ctx, AVQ_ERROR_FORMAT, "model.vocab", "token '%s' appears twice", n->key);
+    id_index_insert (t, &t->vocab, id);
   }
   return TRUE;
 }
 
 static gboolean
-merge_parts (Ctx *ctx, const Jv *n, guint i, const char **a, gsize *alen, const char **b,
+merge_parts (Ctx *ctx, JsonNode *n, guint i, const char **a, gsize *alen, const char **b,
              gsize *blen)
 {
-  if (node_is (n, JV_STRING)) {
+  if (node_is (n, K_STRING)) {
     /* Older files write "a b"; tokens never contain a plain space because
      * SentencePiece vocabularies spell it U+2581. */
-    const char *s = n->u.s;
+    const char *s = json_node_get_string (n);
     const char *sp = strchr (s, ' ');
     if (sp != NULL && strchr (sp + 1, ' ') == NULL) {
       *a = s;
@@ -913,11 +742,11 @@ merge_parts (Ctx *ctx, const Jv *n, guint i, const char **a, gsize *alen, const 
       *blen = strlen (sp + 1);
       return TRUE;
     }
-  } else if (node_is (n, JV_ARRAY) && n->count == 2 && node_is (n->first, JV_STRING) &&
-             node_is (n->first->next, JV_STRING)) {
-    *a = n->first->u.s;
+  } else if (node_is (n, K_ARRAY) && node_count (n) == 2 &&
+             node_is (element (n, 0), K_STRING) && node_is (element (n, 1), K_STRING)) {
+    *a = json_node_get_string (element (n, 0));
     *alen = strlen (*a);
-    *b = n->first->next->u.s;
+    *b = json_node_get_string (element (n, 1));
     *blen = strlen (*b);
     return TRUE;
   }
@@ -927,13 +756,14 @@ merge_parts (Ctx *ctx, const Jv *n, guint i, const char **a, gsize *alen, const 
 }
 
 static gboolean
-load_merges (AvqTokenizer *t, Ctx *ctx, const Jv *merges)
+load_merges (AvqTokenizer *t, Ctx *ctx, JsonNode *merges)
 {
-  merge_index_init (&t->merges, merges->count);
+  guint count = node_count (merges);
+  merge_index_init (&t->merges, count);
   GString *joined = g_string_new (NULL);
   gboolean ok = TRUE;
-  guint i = 0;
-  for (const Jv *n = merges->first; n; n = n->next, i++) {
+  for (guint i = 0; i < count; i++) {
+    JsonNode *n = element (merges, i);
     const char *a = NULL, *b = NULL;
     gsize alen = 0, blen = 0;
     if (!merge_parts (ctx, n, i, &a, &alen, &b, &blen)) {
@@ -989,12 +819,13 @@ pattern_set_build (PatternSet *set, GArray *patterns)
 static void normalize (const AvqTokenizer *t, GString *s);
 
 static gboolean
-scan_added (Ctx *ctx, const Jv *added, gint64 *max_id)
+scan_added (Ctx *ctx, JsonNode *added, gint64 *max_id)
 {
-  guint i = 0;
-  for (const Jv *e = added->first; e; e = e->next, i++) {
+  guint count = node_count (added);
+  for (guint i = 0; i < count; i++) {
+    JsonNode *e = element (added, i);
     g_autofree char *field = g_strdup_printf ("added_tokens[%u]", i);
-    if (!node_is (e, JV_OBJECT))
+    if (!node_is (e, K_OBJECT))
       return fail (ctx, AVQ_ERROR_FORMAT, field, "expected an object, got %s", node_kind (e));
     g_autofree char *fid = g_strdup_printf ("%s.id", field);
     g_autofree char *fc = g_strdup_printf ("%s.content", field);
@@ -1013,17 +844,19 @@ scan_added (Ctx *ctx, const Jv *added, gint64 *max_id)
 }
 
 static gboolean
-load_added (AvqTokenizer *t, Ctx *ctx, const Jv *added)
+load_added (AvqTokenizer *t, Ctx *ctx, JsonNode *added)
 {
   g_autoptr (GArray) raw = g_array_new (FALSE, FALSE, sizeof (AddedPattern));
   g_autoptr (GArray) norm = g_array_new (FALSE, FALSE, sizeof (AddedPattern));
-  id_index_init (&t->added, added->count);
-  guint i = 0;
-  for (const Jv *o = added->first; o; o = o->next, i++) {
+  guint count = node_count (added);
+  id_index_init (&t->added, count);
+  for (guint i = 0; i < count; i++) {
+    JsonNode *o = element (added, i);
     g_autofree char *field = g_strdup_printf ("added_tokens[%u]", i);
     g_autofree char *f = NULL;
-    gint32 id = (gint32) member (o, "id")->u.i;
-    const char *content = member (o, "content")->u.s;
+    /* Both were checked by scan_added. */
+    gint32 id = (gint32) json_node_get_int (member (o, "id"));
+    const char *content = json_node_get_string (member (o, "content"));
     gboolean special, normalized;
     AddedPattern p = { 0 };
 #define FLAG(name, def, out)                                           \
@@ -1079,12 +912,12 @@ load_added (AvqTokenizer *t, Ctx *ctx, const Jv *added)
 }
 
 static gboolean
-load_normalizer (AvqTokenizer *t, Ctx *ctx, const Jv *node, const char *field, GArray *ops,
+load_normalizer (AvqTokenizer *t, Ctx *ctx, JsonNode *node, const char *field, GArray *ops,
                  guint depth)
 {
   if (node_is_null (node))
     return TRUE;
-  if (!node_is (node, JV_OBJECT))
+  if (!node_is (node, K_OBJECT))
     return fail (ctx, AVQ_ERROR_FORMAT, field, "expected an object, got %s", node_kind (node));
   if (depth > 8)
     return fail (ctx, AVQ_ERROR_FORMAT, field, "nested too deeply");
@@ -1095,11 +928,12 @@ load_normalizer (AvqTokenizer *t, Ctx *ctx, const Jv *node, const char *field, G
   NormOp op = { 0 };
   if (strcmp (type, "Sequence") == 0) {
     g_autofree char *fn = g_strdup_printf ("%s.normalizers", field);
-    Jv *list = member (node, "normalizers");
-    if (!node_is (list, JV_ARRAY))
+    JsonNode *list = member (node, "normalizers");
+    if (!node_is (list, K_ARRAY))
       return fail (ctx, AVQ_ERROR_FORMAT, fn, "expected an array, got %s", node_kind (list));
-    guint i = 0;
-    for (const Jv *e = list->first; e; e = e->next, i++) {
+    guint count = node_count (list);
+    for (guint i = 0; i < count; i++) {
+      JsonNode *e = element (list, i);
       g_autofree char *fi = g_strdup_printf ("%s[%u]", fn, i);
       if (node_is_null (e))
         return fail (ctx, AVQ_ERROR_FORMAT, fi, "expected an object, got null");
@@ -1145,12 +979,12 @@ load_normalizer (AvqTokenizer *t, Ctx *ctx, const Jv *node, const char *field, G
 }
 
 static gboolean
-load_pre_tokenizer (AvqTokenizer *t, Ctx *ctx, const Jv *node)
+load_pre_tokenizer (AvqTokenizer *t, Ctx *ctx, JsonNode *node)
 {
   const char *field = "pre_tokenizer";
   if (node_is_null (node))
     return TRUE;
-  if (!node_is (node, JV_OBJECT))
+  if (!node_is (node, K_OBJECT))
     return fail (ctx, AVQ_ERROR_FORMAT, field, "expected an object, got %s", node_kind (node));
   const char *type;
   if (!get_string (ctx, node, "type", "pre_tokenizer.type", TRUE, &type))
@@ -1170,10 +1004,10 @@ load_pre_tokenizer (AvqTokenizer *t, Ctx *ctx, const Jv *node)
 }
 
 static gboolean
-load_decoder (AvqTokenizer *t, Ctx *ctx, const Jv *node, const char *field, GArray *ops,
+load_decoder (AvqTokenizer *t, Ctx *ctx, JsonNode *node, const char *field, GArray *ops,
               guint depth)
 {
-  if (!node_is (node, JV_OBJECT))
+  if (!node_is (node, K_OBJECT))
     return fail (ctx, AVQ_ERROR_FORMAT, field, "expected an object, got %s", node_kind (node));
   if (depth > 8)
     return fail (ctx, AVQ_ERROR_FORMAT, field, "nested too deeply");
@@ -1184,11 +1018,12 @@ load_decoder (AvqTokenizer *t, Ctx *ctx, const Jv *node, const char *field, GArr
   DecOp op = { 0 };
   if (strcmp (type, "Sequence") == 0) {
     g_autofree char *fd = g_strdup_printf ("%s.decoders", field);
-    Jv *list = member (node, "decoders");
-    if (!node_is (list, JV_ARRAY))
+    JsonNode *list = member (node, "decoders");
+    if (!node_is (list, K_ARRAY))
       return fail (ctx, AVQ_ERROR_FORMAT, fd, "expected an array, got %s", node_kind (list));
-    guint i = 0;
-    for (const Jv *e = list->first; e; e = e->next, i++) {
+    guint count = node_count (list);
+    for (guint i = 0; i < count; i++) {
+      JsonNode *e = element (list, i);
       g_autofree char *fi = g_strdup_printf ("%s[%u]", fd, i);
       if (!load_decoder (t, ctx, e, fi, ops, depth + 1))
         return FALSE;
@@ -1234,11 +1069,11 @@ load_decoder (AvqTokenizer *t, Ctx *ctx, const Jv *node, const char *field, GArr
 }
 
 static gboolean
-load_post_processor (AvqTokenizer *t, Ctx *ctx, const Jv *node)
+load_post_processor (AvqTokenizer *t, Ctx *ctx, JsonNode *node)
 {
   if (node_is_null (node))
     return TRUE;
-  if (!node_is (node, JV_OBJECT))
+  if (!node_is (node, K_OBJECT))
     return fail (ctx, AVQ_ERROR_FORMAT, "post_processor", "expected an object, got %s",
                  node_kind (node));
   const char *type;
@@ -1247,49 +1082,50 @@ load_post_processor (AvqTokenizer *t, Ctx *ctx, const Jv *node)
   if (strcmp (type, "TemplateProcessing") != 0)
     return fail (ctx, AVQ_ERROR_UNSUPPORTED, "post_processor.type",
                  "post-processor '%s' is not supported", type);
-  Jv *single = member (node, "single");
-  if (!node_is (single, JV_ARRAY))
+  JsonNode *single = member (node, "single");
+  if (!node_is (single, K_ARRAY))
     return fail (ctx, AVQ_ERROR_FORMAT, "post_processor.single", "expected an array, got %s",
                  node_kind (single));
-  Jv *specials = member (node, "special_tokens");
-  if (!node_is_null (specials) && !node_is (specials, JV_OBJECT))
+  JsonNode *specials = member (node, "special_tokens");
+  if (!node_is_null (specials) && !node_is (specials, K_OBJECT))
     return fail (ctx, AVQ_ERROR_FORMAT, "post_processor.special_tokens",
                  "expected an object, got %s", node_kind (specials));
-  t->tmpl = g_new0 (TemplatePiece, MAX (single->count, 1));
-  guint i = 0;
-  for (const Jv *e = single->first; e; e = e->next, i++) {
+  guint n_single = node_count (single);
+  t->tmpl = g_new0 (TemplatePiece, MAX (n_single, 1));
+  for (guint i = 0; i < n_single; i++) {
+    JsonNode *e = element (single, i);
     g_autofree char *field = g_strdup_printf ("post_processor.single[%u]", i);
-    Jv *seq = member (e, "Sequence");
-    Jv *sp = member (e, "SpecialToken");
+    JsonNode *seq = member (e, "Sequence");
+    JsonNode *sp = member (e, "SpecialToken");
     TemplatePiece *piece = &t->tmpl[t->n_tmpl];
-    if (node_is (seq, JV_OBJECT)) {
+    if (node_is (seq, K_OBJECT)) {
       piece->is_sequence = TRUE;
       t->n_tmpl++;
       continue;
     }
-    if (!node_is (sp, JV_OBJECT))
+    if (!node_is (sp, K_OBJECT))
       return fail (ctx, AVQ_ERROR_FORMAT, field, "expected {\"Sequence\": ...} or "
                    "{\"SpecialToken\": ...}");
     const char *name;
     g_autofree char *fid = g_strdup_printf ("%s.SpecialToken.id", field);
     if (!get_string (ctx, sp, "id", fid, TRUE, &name))
       return FALSE;
-    Jv *def = member (specials, name);
+    JsonNode *def = member (specials, name);
     g_autofree char *fdef = g_strdup_printf ("post_processor.special_tokens.%s", name);
-    if (!node_is (def, JV_OBJECT))
+    if (!node_is (def, K_OBJECT))
       return fail (ctx, AVQ_ERROR_MISSING, fdef, "missing or not an object");
-    Jv *ids = member (def, "ids");
+    JsonNode *ids = member (def, "ids");
     g_autofree char *fids = g_strdup_printf ("%s.ids", fdef);
-    if (!node_is (ids, JV_ARRAY))
+    if (!node_is (ids, K_ARRAY))
       return fail (ctx, AVQ_ERROR_FORMAT, fids, "expected an array, got %s", node_kind (ids));
-    piece->n_ids = ids->count;
+    piece->n_ids = node_count (ids);
     piece->ids = g_new (gint32, MAX (piece->n_ids, 1));
     t->n_tmpl++;
-    guint k = 0;
-    for (const Jv *v = ids->first; v; v = v->next, k++) {
-      if (!node_is (v, JV_INT))
+    for (guint k = 0; k < piece->n_ids; k++) {
+      JsonNode *v = element (ids, k);
+      if (!node_is (v, K_INT))
         return fail (ctx, AVQ_ERROR_FORMAT, fids, "expected integers, got %s", node_kind (v));
-      gint64 id = v->u.i;
+      gint64 id = json_node_get_int (v);
       if (id < 0 || (guint64) id >= t->n_ids || t->id_str[id] == NULL)
         return fail (ctx, AVQ_ERROR_FORMAT, fids, "id %" G_GINT64_FORMAT " is not a known token",
                      id);
@@ -1301,44 +1137,12 @@ load_post_processor (AvqTokenizer *t, Ctx *ctx, const Jv *node)
 
 /* `bos_token` in tokenizer_config.json is either "<s>" or {"content": "<s>"}. */
 static const char *
-config_token (const Jv *n)
+config_token (JsonNode *n)
 {
-  if (node_is (n, JV_STRING))
-    return n->u.s;
-  Jv *c = member (n, "content");
-  return node_is (c, JV_STRING) ? c->u.s : NULL;
-}
-
-/* The whole file, NUL-terminated and writable, for the in-place parser. */
-static char *
-read_json_file (const char *path, gsize *len, GError **error)
-{
-  GStatBuf st;
-  if (g_stat (path, &st) != 0) {
-    int err = errno;
-    if (err == ENOENT || err == ENOTDIR)
-      g_set_error (error, AVQ_ERROR, AVQ_ERROR_MISSING, "%s: no such file", path);
-    else
-      g_set_error (error, AVQ_ERROR, AVQ_ERROR_IO, "%s: %s", path, g_strerror (err));
-    return NULL;
-  }
-  if (!S_ISREG (st.st_mode)) {
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_IO, "%s: not a regular file", path);
-    return NULL;
-  }
-  if ((guint64) st.st_size > MAX_FILE_BYTES) {
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: %" G_GUINT64_FORMAT
-                 " bytes is too large for a tokenizer file", path, (guint64) st.st_size);
-    return NULL;
-  }
-  char *data = NULL;
-  GError *err = NULL;
-  if (!g_file_get_contents (path, &data, len, &err)) {
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_IO, "%s: %s", path, err->message);
-    g_error_free (err);
-    return NULL;
-  }
-  return data;
+  if (node_is (n, K_STRING))
+    return json_node_get_string (n);
+  JsonNode *c = member (n, "content");
+  return node_is (c, K_STRING) ? json_node_get_string (c) : NULL;
 }
 
 static gboolean
@@ -1346,24 +1150,17 @@ load_config (AvqTokenizer *t, const char *dir, GError **error)
 {
   g_autofree char *path = g_build_filename (dir, "tokenizer_config.json", NULL);
   const char *bos = "<s>", *eos = "</s>";
-  g_autofree char *data = NULL;
-  JParser parser = { 0 };
+  g_autoptr (JsonParser) parser = NULL;
   if (g_file_test (path, G_FILE_TEST_EXISTS)) {
-    gsize len;
-    if ((data = read_json_file (path, &len, error)) == NULL)
+    if ((parser = parse_json_file (path, error)) == NULL)
       return FALSE;
-    Jv *root = jparse (&parser, data, len, path, error);
-    if (root == NULL) {
-      jparser_clear (&parser);
-      return FALSE;
-    }
-    if (!node_is (root, JV_OBJECT)) {
+    JsonNode *root = json_parser_get_root (parser);
+    if (!node_is (root, K_OBJECT)) {
       g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: expected a JSON object", path);
-      jparser_clear (&parser);
       return FALSE;
     }
     /* An explicit null means "no such token"; absent keeps the default. */
-    Jv *b = member (root, "bos_token"), *e = member (root, "eos_token");
+    JsonNode *b = member (root, "bos_token"), *e = member (root, "eos_token");
     if (b)
       bos = config_token (b);
     if (e)
@@ -1371,17 +1168,16 @@ load_config (AvqTokenizer *t, const char *dir, GError **error)
   }
   t->bos_id = bos ? avq_tokenizer_token_to_id (t, bos) : -1;
   t->eos_id = eos ? avq_tokenizer_token_to_id (t, eos) : -1;
-  jparser_clear (&parser);
   return TRUE;
 }
 
 static gboolean
-load_model (AvqTokenizer *t, Ctx *ctx, const Jv *root)
+load_model (AvqTokenizer *t, Ctx *ctx, JsonNode *root)
 {
-  Jv *model = member (root, "model");
+  JsonNode *model = member (root, "model");
   if (node_is_null (model))
     return fail (ctx, AVQ_ERROR_MISSING, "model", "missing");
-  if (!node_is (model, JV_OBJECT))
+  if (!node_is (model, K_OBJECT))
     return fail (ctx, AVQ_ERROR_FORMAT, "model", "expected an object, got %s", node_kind (model));
   const char *type, *unk;
   if (!get_string (ctx, model, "type", "model.type", FALSE, &type))
@@ -1389,27 +1185,29 @@ load_model (AvqTokenizer *t, Ctx *ctx, const Jv *root)
   if (type && strcmp (type, "BPE") != 0)
     return fail (ctx, AVQ_ERROR_UNSUPPORTED, "model.type", "model '%s' is not supported", type);
 
-  Jv *vocab = member (model, "vocab"), *merges = member (model, "merges");
+  JsonNode *vocab = member (model, "vocab"), *merges = member (model, "merges");
   if (node_is_null (vocab))
     return fail (ctx, AVQ_ERROR_MISSING, "model.vocab", "missing");
-  if (!node_is (vocab, JV_OBJECT))
+  if (!node_is (vocab, K_OBJECT))
     return fail (ctx, AVQ_ERROR_FORMAT, "model.vocab", "expected an object, got %s",
                  node_kind (vocab));
   if (node_is_null (merges))
     return fail (ctx, AVQ_ERROR_MISSING, "model.merges", "missing");
-  if (!node_is (merges, JV_ARRAY))
+  if (!node_is (merges, K_ARRAY))
     return fail (ctx, AVQ_ERROR_FORMAT, "model.merges", "expected an array, got %s",
                  node_kind (merges));
-  if (vocab->count == 0)
+  if (node_count (vocab) == 0)
     return fail (ctx, AVQ_ERROR_FORMAT, "model.vocab", "empty");
 
-  Jv *dn = member (model, "dropout");
+  JsonNode *dn = member (model, "dropout");
   if (!node_is_null (dn)) {
-    if (!node_is (dn, JV_NUMBER) && !node_is (dn, JV_INT))
+    if (!node_is (dn, K_NUMBER) && !node_is (dn, K_INT))
       return fail (ctx, AVQ_ERROR_FORMAT, "model.dropout", "expected a number, got %s",
                    node_kind (dn));
     /* Dropout makes encoding random; it is a training-time option. */
-    if ((dn->type == JV_INT ? (double) dn->u.i : dn->u.d) > 0.0)
+    double dropout = node_is (dn, K_INT) ? (double) json_node_get_int (dn)
+                                         : json_node_get_double (dn);
+    if (dropout > 0.0)
       return fail (ctx, AVQ_ERROR_UNSUPPORTED, "model.dropout", "BPE dropout is not supported");
   }
   const char *affix;
@@ -1428,8 +1226,8 @@ load_model (AvqTokenizer *t, Ctx *ctx, const Jv *root)
       !get_bool (ctx, model, "ignore_merges", "model.ignore_merges", FALSE, &t->ignore_merges))
     return FALSE;
 
-  Jv *added = member (root, "added_tokens");
-  if (!node_is_null (added) && !node_is (added, JV_ARRAY))
+  JsonNode *added = member (root, "added_tokens");
+  if (!node_is_null (added) && !node_is (added, K_ARRAY))
     return fail (ctx, AVQ_ERROR_FORMAT, "added_tokens", "expected an array, got %s",
                  node_kind (added));
   if (node_is_null (added))
@@ -1440,7 +1238,7 @@ load_model (AvqTokenizer *t, Ctx *ctx, const Jv *root)
     return FALSE;
   /* Tables are indexed by id; real files number their tokens densely, so a
    * few stray huge ids must not cost hundreds of MB. */
-  guint64 entries = (guint64) vocab->count + (added ? added->count : 0);
+  guint64 entries = (guint64) node_count (vocab) + node_count (added);
   if ((guint64) max_id >= 2 * entries + 1024)
     return fail (ctx, AVQ_ERROR_FORMAT, added ? "model.vocab/added_tokens" : "model.vocab",
                  "id %" G_GINT64_FORMAT " is out of range for %" G_GUINT64_FORMAT " tokens",
@@ -1484,7 +1282,7 @@ load_model (AvqTokenizer *t, Ctx *ctx, const Jv *root)
       !load_post_processor (t, ctx, member (root, "post_processor")))
     return FALSE;
 
-  Jv *dec = member (root, "decoder");
+  JsonNode *dec = member (root, "decoder");
   if (!node_is_null (dec)) {
     g_autoptr (GArray) dec_ops = g_array_new (FALSE, FALSE, sizeof (DecOp));
     if (!load_decoder (t, ctx, dec, "decoder", dec_ops, 0))
@@ -1540,19 +1338,13 @@ avq_tokenizer_load (const char *path_or_model_dir, GError **error)
   else
     path = g_strdup (path_or_model_dir);
 
-  gsize len;
-  g_autofree char *data = read_json_file (path, &len, error);
-  if (data == NULL)
+  JsonParser *parser = parse_json_file (path, error);
+  if (parser == NULL)
     return NULL;
-  JParser parser;
-  Jv *root = jparse (&parser, data, len, path, error);
-  if (root == NULL) {
-    jparser_clear (&parser);
-    return NULL;
-  }
-  if (!node_is (root, JV_OBJECT)) {
+  JsonNode *root = json_parser_get_root (parser);
+  if (!node_is (root, K_OBJECT)) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: top level: expected an object", path);
-    jparser_clear (&parser);
+    g_object_unref (parser);
     return NULL;
   }
 
@@ -1561,7 +1353,8 @@ avq_tokenizer_load (const char *path_or_model_dir, GError **error)
   t->bos_id = t->eos_id = t->unk_id = -1;
   Ctx ctx = { path, error };
   gboolean ok = load_model (t, &ctx, root);
-  jparser_clear (&parser);
+  /* Everything kept was copied out of the tree. */
+  g_object_unref (parser);
   if (ok)
     find_split_char (t);
   if (ok) {

@@ -15,18 +15,18 @@ struct _AvqVisionScratch {
   float *patches;  /* [patches, patch_dim] */
 };
 
-/* Finds a tensor, checks its shape and returns an fp32 copy (or, with
- * `materialize` FALSE, only checks and returns a non-NULL dummy). */
-static float *
-load_tensor (const AvqModel *model, gboolean materialize, int ndim,
-             const gint64 *shape, GError **error, const char *name)
+/* Finds a tensor and checks its shape; with `out` non-NULL also stores an
+ * fp32 copy there (g_free it). */
+static gboolean
+load_tensor (const AvqModel *model, int ndim, const gint64 *shape, float **out,
+             GError **error, const char *name)
 {
   const AvqTensor *t = avq_model_require (model, ndim, shape, error, "%s", name);
   if (t == NULL)
-    return NULL;
-  if (!materialize)
-    return (float *) t;   /* only tested for NULL by the caller */
-  return avq_tensor_dup_f32 (t);
+    return FALSE;
+  if (out != NULL)
+    *out = avq_tensor_dup_f32 (t);
+  return TRUE;
 }
 
 static gboolean
@@ -68,10 +68,13 @@ geometry_from_config (AvqVisionTower *tw, const AvqLlavaConfig *cfg,
   tw->patches = tw->grid * tw->grid;
   tw->tokens = tw->patches + 1;
   tw->patch_dim = tw->channels * tw->patch_size * tw->patch_size;
-  if (tw->tokens > G_MAXUINT16) {
+  /* Attention scratch grows with tokens^2: 16385 tokens (a 1792 px image at
+   * patch 14) is already 1 GiB, far past any LLaVA tower. */
+  if (tw->tokens > AVQ_VISION_MAX_TOKENS) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_UNSUPPORTED,
-                 "vision_config: %d tokens exceed what a frame can carry",
-                 tw->tokens);
+                 "vision_config: image %d / patch %d gives %d tokens, more than "
+                 "the %d this engine supports", tw->image_size, tw->patch_size,
+                 tw->tokens, AVQ_VISION_MAX_TOKENS);
     return FALSE;
   }
   if (tw->layers_run < 0 || tw->layers_run > v->num_layers) {
@@ -117,8 +120,8 @@ layer_load (const AvqModel *model, const AvqVisionTower *tw, int i,
 #define LOAD(field, nd, shape, suffix)                                     \
   do {                                                                     \
     g_snprintf (name, sizeof name, VM "encoder.layers.%d." suffix, i);     \
-    field = load_tensor (model, materialize, nd, shape, error, name);      \
-    if (field == NULL)                                                     \
+    if (!load_tensor (model, nd, shape, materialize ? &field : NULL,      \
+                      error, name))                                        \
       goto out;                                                            \
   } while (0)
 
@@ -157,18 +160,14 @@ layer_load (const AvqModel *model, const AvqVisionTower *tw, int i,
   ok = TRUE;
 
 out:
-  if (materialize) {
-    g_free (q_w);
-    g_free (k_w);
-    g_free (v_w);
-    g_free (q_b);
-    g_free (k_b);
-    g_free (v_b);
-    if (!ok)
-      layer_clear (l);
-  } else {
-    memset (l, 0, sizeof *l);
-  }
+  g_free (q_w);
+  g_free (k_w);
+  g_free (v_w);
+  g_free (q_b);
+  g_free (k_b);
+  g_free (v_b);
+  if (!ok)
+    layer_clear (l);
   return ok;
 }
 
@@ -216,16 +215,16 @@ avq_vision_tower_new (const AvqModel *model, int n_layers, GError **error)
   const gint64 vec_d[1] = { D };
   const gint64 conv[4] = { D, tw->channels, tw->patch_size, tw->patch_size };
   const gint64 pos[2] = { tw->tokens, D };
-  if (!(tw->patch_w = load_tensor (model, TRUE, 4, conv, error,
-                                   VM "embeddings.patch_embedding.weight")) ||
-      !(tw->class_emb = load_tensor (model, TRUE, 1, vec_d, error,
-                                     VM "embeddings.class_embedding")) ||
-      !(tw->pos_emb = load_tensor (model, TRUE, 2, pos, error,
-                                   VM "embeddings.position_embedding.weight")) ||
-      !(tw->pre_w = load_tensor (model, TRUE, 1, vec_d, error,
-                                 VM "pre_layrnorm.weight")) ||
-      !(tw->pre_b = load_tensor (model, TRUE, 1, vec_d, error,
-                                 VM "pre_layrnorm.bias")))
+  if (!load_tensor (model, 4, conv, &tw->patch_w, error,
+                    VM "embeddings.patch_embedding.weight") ||
+      !load_tensor (model, 1, vec_d, &tw->class_emb, error,
+                    VM "embeddings.class_embedding") ||
+      !load_tensor (model, 2, pos, &tw->pos_emb, error,
+                    VM "embeddings.position_embedding.weight") ||
+      !load_tensor (model, 1, vec_d, &tw->pre_w, error,
+                    VM "pre_layrnorm.weight") ||
+      !load_tensor (model, 1, vec_d, &tw->pre_b, error,
+                    VM "pre_layrnorm.bias"))
     return NULL;
   if (!avq_vision_tower_extend (tw, model, n_layers, error))
     return NULL;
@@ -405,29 +404,17 @@ projector_load (const AvqModel *model, gboolean materialize, GError **error)
   }
   const gint64 s1[2] = { p->out_dim, p->in_dim }, s2[2] = { p->out_dim, p->out_dim };
   const gint64 sb[1] = { p->out_dim };
-  float *w1, *w2, *b1 = NULL, *b2 = NULL;
-  if (!(w1 = load_tensor (model, materialize, 2, s1, error,
-                          "multi_modal_projector.linear_1.weight")))
+  if (!load_tensor (model, 2, s1, materialize ? &p->w1 : NULL, error,
+                    "multi_modal_projector.linear_1.weight") ||
+      !load_tensor (model, 2, s2, materialize ? &p->w2 : NULL, error,
+                    "multi_modal_projector.linear_2.weight"))
     return NULL;
-  if (materialize)
-    p->w1 = w1;
-  if (!(w2 = load_tensor (model, materialize, 2, s2, error,
-                          "multi_modal_projector.linear_2.weight")))
+  if (model->config.projector_bias &&
+      (!load_tensor (model, 1, sb, materialize ? &p->b1 : NULL, error,
+                     "multi_modal_projector.linear_1.bias") ||
+       !load_tensor (model, 1, sb, materialize ? &p->b2 : NULL, error,
+                     "multi_modal_projector.linear_2.bias")))
     return NULL;
-  if (materialize)
-    p->w2 = w2;
-  if (model->config.projector_bias) {
-    if (!(b1 = load_tensor (model, materialize, 1, sb, error,
-                            "multi_modal_projector.linear_1.bias")))
-      return NULL;
-    if (materialize)
-      p->b1 = b1;
-    if (!(b2 = load_tensor (model, materialize, 1, sb, error,
-                            "multi_modal_projector.linear_2.bias")))
-      return NULL;
-    if (materialize)
-      p->b2 = b2;
-  }
   return g_steal_pointer (&p);
 }
 

@@ -11,6 +11,9 @@
 
 G_BEGIN_DECLS
 
+/* Largest token count a tower may have (128 x 128 patches + CLS). */
+#define AVQ_VISION_MAX_TOKENS 16385
+
 typedef struct {
   float *ln1_w, *ln1_b;
   float *ln2_w, *ln2_b;

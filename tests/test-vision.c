@@ -354,6 +354,45 @@ test_tower_malformed (void)
   g_free (dir);
 }
 
+/* A config.json that disagrees with itself or asks for absurd sizes must fail
+ * at load, whichever layer notices first (config parser or tower). */
+static void
+test_tower_bad_config (void)
+{
+  static const char *edits[][2] = {
+    { "\"num_attention_heads\": 4", "\"num_attention_heads\": 5" },
+    { "\"image_size\": 336", "\"image_size\": 2000" },
+    { "\"image_size\": 336", "\"image_size\": 1806" },  /* 16642 tokens */
+    { "\"hidden_size\": 64,\n    \"intermediate_size\": 256",
+      "\"hidden_size\": 0,\n    \"intermediate_size\": 256" },
+    { "\"vision_feature_layer\": -2", "\"vision_feature_layer\": -9" },
+  };
+  g_autofree char *src = avq_test_data_path ("tiny-llava");
+  g_autofree char *cfg_src = g_build_filename (src, "config.json", NULL);
+  g_autofree char *json = NULL;
+  g_assert_true (g_file_get_contents (cfg_src, &json, NULL, NULL));
+  for (guint i = 0; i < G_N_ELEMENTS (edits); i++) {
+    g_autoptr (GError) error = NULL;
+    char *at = strstr (json, edits[i][0]);
+    g_assert_nonnull (at);
+    g_autofree char *head = g_strndup (json, at - json);
+    g_autofree char *edited = g_strconcat (head, edits[i][1],
+                                           at + strlen (edits[i][0]), NULL);
+    g_autofree char *dir = write_broken_model (NULL, NULL, 0, 0, NULL, NULL);
+    g_autofree char *cfg = g_build_filename (dir, "config.json", NULL);
+    g_assert_true (g_file_set_contents (cfg, edited, -1, NULL));
+    g_autoptr (AvqModel) model = avq_model_open (dir, &error);
+    g_autoptr (AvqVisionTower) tw = NULL;
+    if (model != NULL)
+      tw = avq_vision_tower_new (model, -1, &error);
+    g_assert_null (tw);
+    g_assert_nonnull (error);
+    g_assert_true (error->domain == AVQ_ERROR);
+    g_test_message ("config edit %u: %s", i, error->message);
+    remove_dir (dir);
+  }
+}
+
 static void
 test_engine_unsplit (void)
 {
@@ -424,6 +463,7 @@ main (int argc, char **argv)
   g_test_add_func ("/vision/tower-stages", test_tower_stages);
   g_test_add_func ("/vision/layer-count", test_tower_layer_count);
   g_test_add_func ("/vision/malformed", test_tower_malformed);
+  g_test_add_func ("/vision/bad-config", test_tower_bad_config);
   g_test_add_func ("/vision/engine-unsplit", test_engine_unsplit);
   g_test_add_func ("/vision/engine-image", test_engine_image);
   return g_test_run ();

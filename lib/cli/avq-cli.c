@@ -16,6 +16,8 @@ static const AvqCommand commands[] = {
   { "features", avq_cmd_features, "cloud half: frames (or images) -> projected image features" },
   { "tokenize", avq_cmd_tokenize, "print the token ids of a text" },
   { "ask", avq_cmd_ask, "answer a question about an image or AVQ frames" },
+  { "train-codebook", avq_cmd_train_codebook, "train an AVQ codebook by k-means on images" },
+  { "eval", avq_cmd_eval, "measure how faithfully an AVQ file carries images" },
 };
 
 static void

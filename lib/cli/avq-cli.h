@@ -8,6 +8,8 @@ int avq_cmd_inspect (int argc, char **argv);
 int avq_cmd_features (int argc, char **argv);
 int avq_cmd_tokenize (int argc, char **argv);
 int avq_cmd_ask (int argc, char **argv);
+int avq_cmd_train_codebook (int argc, char **argv);
+int avq_cmd_eval (int argc, char **argv);
 
 /* Prints "avq <cmd>: <message>" to stderr; returns 1 (or 2 for usage). */
 int avq_cli_fail (const char *cmd, GError *error);

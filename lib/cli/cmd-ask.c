@@ -5,23 +5,6 @@
 #include "avq-answerer.h"
 #include "avq-error.h"
 #include <stdio.h>
-#include <string.h>
-
-static gboolean
-looks_like_image (const char *path, gboolean *is_image, GError **error)
-{
-  guint8 magic[4] = { 0 };
-  FILE *f = fopen (path, "rb");
-  if (f == NULL) {
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_IO, "%s: %s", path, g_strerror (errno));
-    return FALSE;
-  }
-  size_t got = fread (magic, 1, sizeof magic, f);
-  fclose (f);
-  *is_image = (got >= 4 && magic[0] == 0x89 && memcmp (magic + 1, "PNG", 3) == 0) ||
-              (got >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF);
-  return TRUE;
-}
 
 static void
 print_answer (const AvqAnswer *answer, gboolean print_ids)
@@ -84,7 +67,7 @@ avq_cmd_ask (int argc, char **argv)
     return avq_cli_usage_error (context, "ask", error->message);
 
   gboolean is_image = FALSE;
-  if (!looks_like_image (argv[1], &is_image, &error))
+  if (!avq_cli_is_image_file (argv[1], &is_image, &error))
     return avq_cli_fail ("ask", error);
   if (!is_image && avq_path == NULL)
     return avq_cli_usage_error (context, "ask", "an AVQ frame file needs --avq (the codebook it was encoded with)");

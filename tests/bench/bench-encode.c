@@ -156,6 +156,15 @@ write_avq (const char *dir, int layer, Rng *r)
   return path;
 }
 
+/* Other work on the machine shows up in every figure: say how much. */
+static void
+print_load (const char *when)
+{
+  g_autofree char *load = NULL;
+  if (g_file_get_contents ("/proc/loadavg", &load, NULL, NULL))
+    g_print ("load average %s: %s", when, load);
+}
+
 static int
 cmp_double (const void *a, const void *b)
 {
@@ -170,9 +179,10 @@ median (double *v, int n)
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Runs the PyTorch peer; returns its median ms or a negative value. */
+/* Runs the PyTorch peer; returns its median ms or a negative value, and
+ * the torch version it ran with in `version`. */
 static double
-run_peer (int layer, int runs, int threads)
+run_peer (int layer, int runs, int threads, char **version)
 {
   const char *candidates[] = { g_getenv ("AVQ_BENCH_PYTHON"), "python3",
                                "/usr/bin/python3" };
@@ -192,8 +202,15 @@ run_peer (int layer, int runs, int threads)
         !g_spawn_check_wait_status (status, NULL))
       continue;
     const char *m = strstr (out, "median_ms=");
-    if (m != NULL)
+    const char *v = strstr (out, "torch=");
+    if (m != NULL) {
+      if (v != NULL) {
+        v += strlen ("torch=");
+        g_free (*version);
+        *version = g_strndup (v, strcspn (v, " \n"));
+      }
       return g_ascii_strtod (m + strlen ("median_ms="), NULL);
+    }
   }
   return -1.0;
 }
@@ -204,6 +221,7 @@ main (int argc, char **argv)
   int runs = 20, threads = 2;
   gboolean no_peer = FALSE;
   g_autofree char *layers_arg = NULL;
+  g_autofree char *torch_version = NULL;
   GOptionEntry entries[] = {
     { "runs", 'n', 0, G_OPTION_ARG_INT, &runs, "timed runs per split", "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "BLAS threads", "T" },
@@ -255,6 +273,7 @@ main (int argc, char **argv)
            tower->tokens, K);
   g_print ("threads=%d runs=%d (median of runs after 2 warm-up frames); "
            "OpenBLAS: %s\n\n", threads, runs, openblas_get_config ());
+  print_load ("before");
   g_print ("%-6s %10s %10s %10s %10s %12s %8s\n", "split", "embed", "layers",
            "quantize", "total", "pytorch", "C/torch");
 
@@ -287,7 +306,7 @@ main (int argc, char **argv)
     }
     double me = median (te, runs), ml = median (tl, runs),
            mq = median (tq, runs), mt = median (tt, runs);
-    double peer = no_peer ? -1 : run_peer (layer, runs, threads);
+    double peer = no_peer ? -1 : run_peer (layer, runs, threads, &torch_version);
     if (peer > 0)
       g_print ("L=%-4d %8.1fms %8.1fms %8.1fms %8.1fms %10.1fms %8.2f\n",
                layer, me, ml, mq, mt, peer, mt / peer);
@@ -302,6 +321,10 @@ main (int argc, char **argv)
     g_unlink (avq);
   }
 
+  if (torch_version)
+    g_print ("peer: PyTorch %s, %d threads (%s)\n", torch_version, threads,
+             AVQ_BENCH_PEER);
+  print_load ("after");
   g_autofree char *m = g_build_filename (dir, "model.safetensors", NULL);
   g_autofree char *c = g_build_filename (dir, "config.json", NULL);
   g_unlink (m);

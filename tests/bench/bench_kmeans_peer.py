@@ -3,7 +3,8 @@
 the C engine does it (blocked x @ C^T, argmin of ||e||^2 - 2 x.e, per-cluster
 sums in float64, empty clusters left in place), timed the same way.
 
-Prints one line `PEER median_s=<s> iters=<n> torch=<version> threads=<t>`,
+Prints one line
+`PEER median_s=<s> min_s=<s> iters=<n> torch=<version> threads=<t>`,
 or `peer unavailable: <why>` (exit 0) when torch cannot be imported.
 """
 import argparse
@@ -55,7 +56,8 @@ def main():
         times.append(time.perf_counter() - t0)
         print(f"peer iter {len(times)}: {times[-1]:.3f} s mse {sse / a.n:.6g}",
               file=sys.stderr)
-    print(f"PEER median_s={statistics.median(times):.6f} iters={a.iters} "
+    print(f"PEER median_s={statistics.median(times):.6f} min_s={min(times):.6f} "
+          f"iters={a.iters} "
           f"torch={torch.__version__} threads={torch.get_num_threads()}")
     return 0
 

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Cloud side: receives an X-AVQ RTP stream and answers a question about it
+# with LLaVA:
+#   udpsrc ! rtpjitterbuffer ! avqdepay ! avqanswer question=... ! fakesink
+# Each answer is printed as one line (the avq-answer bus message); Ctrl-C
+# stops the stream, finishes the answer in flight and prints the element
+# statistics (frames received and dropped, packets lost, answers).
+#
+#   bash pipelines/cloud-receiver.sh [OPTION...]
+#
+#   --host ADDR        local address to listen on (0.0.0.0: all); a
+#                      multicast group address joins that group
+#   --port N           UDP port (5000; 0: any free port, printed at start)
+#   --model DIR        LLaVA model directory (default: the bundled tiny model)
+#   --avq FILE         AVQ file the sender encodes with (default: the tiny
+#                      fixture's avq-L0-derive.safetensors)
+#   --sdp FILE         take port, payload type and stream parameters from an
+#                      SDP file (pipelines/avq-sdp.sh writes one) instead of
+#                      computing them from --avq
+#   --pt N             RTP payload type (96)
+#   --question TEXT    question asked about the stream ("What is in the picture?")
+#   --interval N       ask about every Nth frame (25); while the model is
+#                      busy only the newest such frame waits
+#   --max-new-tokens N longest answer in tokens (64)
+#   --wait-for-answer  hold each asked frame until answered (files, tests)
+#   --threads N        model compute threads (0: automatic)
+#   --latency MS       rtpjitterbuffer latency (200)
+#   --frames N         stop after N frames (0: until Ctrl-C)
+#   --idle S           stop when no packet came for S seconds (0: never)
+#   -n, --dry-run      print the gst-launch-1.0 command line and exit
+#
+# The receiver's caps must match the sender's AVQ file: codebook id, tokens,
+# bit widths and split layer travel as SDP-style string fields.
+set -euo pipefail
+. "$(dirname "$0")/avq-common.sh"
+
+host=0.0.0.0 port=5000 model=$avq_default_model avq=$avq_default_avq sdp="" pt=96
+question="What is in the picture?" interval=25 max_tokens=64 wait=0 threads=""
+latency=200 frames=0 idle=0 dry=0
+usage () { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+need () { [ $# -ge 2 ] || avq_die "$1 needs a value"; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --host) need "$@"; host=$2; shift 2 ;;
+    --port) need "$@"; port=$2; shift 2 ;;
+    --model) need "$@"; model=$2; shift 2 ;;
+    --avq) need "$@"; avq=$2; shift 2 ;;
+    --sdp) need "$@"; sdp=$2; shift 2 ;;
+    --pt) need "$@"; pt=$2; shift 2 ;;
+    --question) need "$@"; question=$2; shift 2 ;;
+    --interval) need "$@"; interval=$2; shift 2 ;;
+    --max-new-tokens) need "$@"; max_tokens=$2; shift 2 ;;
+    --wait-for-answer) wait=1; shift ;;
+    --threads) need "$@"; threads=$2; shift 2 ;;
+    --latency) need "$@"; latency=$2; shift 2 ;;
+    --frames) need "$@"; frames=$2; shift 2 ;;
+    --idle) need "$@"; idle=$2; shift 2 ;;
+    -n|--dry-run) dry=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+for o in port:$port pt:$pt interval:$interval max-new-tokens:$max_tokens \
+         latency:$latency frames:$frames idle:$idle ${threads:+threads:$threads}; do
+  avq_num "--${o%%:*}" "${o#*:}"
+done
+
+if [ -n "$sdp" ]; then
+  # The SDP gives the port (m=), payload type (a=rtpmap), the stream
+  # parameters (a=fmtp, as string caps fields, like sdpdemux makes them)
+  # and optionally the frame rate and a multicast destination (c=).
+  [ -r "$sdp" ] || avq_die "cannot read $sdp"
+  sdp_text=$(tr -d '\r' < "$sdp")
+  mline=$(printf '%s\n' "$sdp_text" | grep -m1 '^m=application ') || avq_die "$sdp has no m=application line"
+  read -r _ port _ pt _ <<< "$mline"
+  avq_num "m= port" "$port"; avq_num "m= payload type" "$pt"
+  printf '%s\n' "$sdp_text" | grep -qi "^a=rtpmap:$pt X-AVQ/90000" ||
+    avq_die "$sdp: payload type $pt is not X-AVQ/90000"
+  fmtp=$(printf '%s\n' "$sdp_text" | sed -n "s/^a=fmtp:$pt //p" | head -n 1)
+  [ -n "$fmtp" ] || avq_die "$sdp has no a=fmtp:$pt line"
+  caps="application/x-rtp, media=(string)application, clock-rate=(int)90000, encoding-name=(string)X-AVQ, payload=(int)$pt"
+  IFS=';' read -ra params <<< "$fmtp"
+  for kv in "${params[@]}"; do
+    kv=${kv// /}
+    case $kv in
+      *=*) key=${kv%%=*} value=${kv#*=} ;;
+      *) avq_die "$sdp: bad fmtp parameter '$kv'" ;;
+    esac
+    case $key in *[!A-Za-z0-9-]*|'') avq_die "$sdp: bad fmtp key '$key'" ;; esac
+    case $value in *[!A-Za-z0-9.-]*|'') avq_die "$sdp: bad fmtp value '$value'" ;; esac
+    caps+=", $key=(string)$value"
+  done
+  fps=$(printf '%s\n' "$sdp_text" | sed -n 's/^a=framerate:\([0-9.]*\)$/\1/p' | head -n 1)
+  [ -z "$fps" ] || caps+=", a-framerate=(string)$fps"
+  cline=$(printf '%s\n' "$sdp_text" | sed -n 's/^c=IN IP[46] \([^/ ]*\).*/\1/p' | head -n 1)
+  case $cline in 22[4-9].*|23[0-9].*|[fF][fF]*) host=$cline ;; esac
+else
+  avq_stream_params "$avq" "$model"
+  caps=$(avq_rtp_caps "$pt")
+fi
+if [ "$dry" != 1 ]; then
+  [ -f "$model/config.json" ] || avq_die "$model is not a model directory (no config.json)"
+  [ -f "$avq" ] || avq_die "no AVQ file $avq"
+fi
+
+answer=(avqanswer "model=$model" "avq=$avq" "question=$question" "interval=$interval"
+        "max-new-tokens=$max_tokens")
+[ "$wait" = 0 ] || answer+=(wait-for-answer=true)
+[ -z "$threads" ] || answer+=("threads=$threads")
+opts=(--stats)
+[ "$frames" = 0 ] || opts+=(--frames "$frames")
+[ "$idle" = 0 ] || opts+=(--idle "$idle")
+# do-lost: the jitter buffer tells avqdepay about a lost packet as soon as
+# it gives up on it, so the broken frame is dropped at once.
+avq_launch "$dry" "-m -e" "${opts[@]}" -- \
+  udpsrc "address=$host" "port=$port" "caps=$caps" '!' \
+  rtpjitterbuffer "latency=$latency" do-lost=true '!' avqdepay '!' \
+  "${answer[@]}" '!' fakesink
