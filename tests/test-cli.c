@@ -12,54 +12,19 @@
 
 static const char *images[] = { "astronaut", "chelsea", "coffee" };
 
-typedef struct {
-  char *out;
-  char *err;
-  int status;   /* exit code */
-} Run;
-
-static void
-run_clear (Run *r)
-{
-  g_free (r->out);
-  g_free (r->err);
-}
 
 /* Runs avq with a NULL-terminated argument list. */
-static Run
+static AvqCliRun
 run_avq (const char *first, ...)
 {
-  const char *cli = g_getenv ("AVQ_CLI");
-  g_assert_nonnull (cli);
-  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  g_ptr_array_add (argv, (gpointer) cli);
+  g_autoptr (GPtrArray) args = g_ptr_array_new ();
   va_list ap;
   va_start (ap, first);
   for (const char *a = first; a != NULL; a = va_arg (ap, const char *))
-    g_ptr_array_add (argv, (gpointer) a);
+    g_ptr_array_add (args, (gpointer) a);
   va_end (ap);
-  g_ptr_array_add (argv, NULL);
-
-  Run r = { 0 };
-  int wait_status = 0;
-  g_autoptr (GError) error = NULL;
-  g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL,
-                &r.out, &r.err, &wait_status, &error);
-  g_assert_no_error (error);
-  r.status = WIFEXITED (wait_status) ? WEXITSTATUS (wait_status) : 128 + WTERMSIG (wait_status);
-  return r;
-}
-
-static char *
-tmp_path (const char *name)
-{
-  static char *dir;
-  if (dir == NULL) {
-    g_autoptr (GError) error = NULL;
-    dir = g_dir_make_tmp ("avq-cli-XXXXXX", &error);
-    g_assert_no_error (error);
-  }
-  return g_build_filename (dir, name, NULL);
+  g_ptr_array_add (args, NULL);
+  return avq_test_run_cli ((const char *const *) args->pdata);
 }
 
 static char *
@@ -121,14 +86,14 @@ test_encode_inspect (gconstpointer data)
   g_autofree char *model = fixture ("tiny-llava");
   g_autofree char *avq_rel = g_strdup_printf ("tiny-llava/avq-%s.safetensors", c->name);
   g_autofree char *avq = fixture (avq_rel);
-  g_autofree char *out = tmp_path (c->name);
+  g_autofree char *out = avq_test_tmp_path (c->name);
   g_autofree char *img0 = fixture ("tiny-llava/images/astronaut.png");
   g_autofree char *img1 = fixture ("tiny-llava/images/chelsea.png");
   g_autofree char *img2 = fixture ("tiny-llava/images/coffee.png");
 
-  Run r = run_avq ("encode", "--model", model, "--avq", avq, "-o", out, img0, img1, img2, NULL);
+  AvqCliRun r = run_avq ("encode", "--model", model, "--avq", avq, "-o", out, img0, img1, img2, NULL);
   g_assert_cmpint (r.status, ==, 0);
-  run_clear (&r);
+  avq_test_cli_run_clear (&r);
 
   g_autofree char *contents = NULL;
   gsize length = 0;
@@ -151,7 +116,7 @@ test_encode_inspect (gconstpointer data)
         f, c->side_bits ? 3u : 1u, c->side_bits, c->codebook);
     g_assert_cmpstr (g_ptr_array_index (headers, f), ==, want);
   }
-  run_clear (&r);
+  avq_test_cli_run_clear (&r);
 
   gsize n = 0;
   g_autofree char *iname = g_strdup_printf ("avq.%s.indices", c->name);
@@ -228,7 +193,7 @@ write_reference_frames (const Case *c)
     g_byte_array_append (bytes, data, len);
   }
   g_autofree char *name = g_strdup_printf ("ref-%s.avq", c->name);
-  char *path = tmp_path (name);
+  char *path = avq_test_tmp_path (name);
   g_assert_true (g_file_set_contents (path, (char *) bytes->data, bytes->len, NULL));
   return path;
 }
@@ -266,10 +231,10 @@ test_features_split (gconstpointer data)
   g_autofree char *avq = fixture (avq_rel);
   g_autofree char *frames = write_reference_frames (c);
   g_autofree char *out_name = g_strdup_printf ("features-%s.safetensors", c->name);
-  g_autofree char *out = tmp_path (out_name);
-  Run r = run_avq ("features", "--model", model, "--avq", avq, "-o", out, frames, NULL);
+  g_autofree char *out = avq_test_tmp_path (out_name);
+  AvqCliRun r = run_avq ("features", "--model", model, "--avq", avq, "-o", out, frames, NULL);
   g_assert_cmpint (r.status, ==, 0);
-  run_clear (&r);
+  avq_test_cli_run_clear (&r);
   g_autofree char *ref = g_strdup_printf ("avq.%s.projector", c->name);
   check_features_file (out, ref);
 }
@@ -278,13 +243,13 @@ static void
 test_features_unsplit (void)
 {
   g_autofree char *model = fixture ("tiny-llava");
-  g_autofree char *out = tmp_path ("features-unsplit.safetensors");
+  g_autofree char *out = avq_test_tmp_path ("features-unsplit.safetensors");
   g_autofree char *img0 = fixture ("tiny-llava/images/astronaut.png");
   g_autofree char *img1 = fixture ("tiny-llava/images/chelsea.png");
   g_autofree char *img2 = fixture ("tiny-llava/images/coffee.png");
-  Run r = run_avq ("features", "--model", model, "-o", out, img0, img1, img2, NULL);
+  AvqCliRun r = run_avq ("features", "--model", model, "-o", out, img0, img1, img2, NULL);
   g_assert_cmpint (r.status, ==, 0);
-  run_clear (&r);
+  avq_test_cli_run_clear (&r);
   check_features_file (out, "projector.out");
 }
 
@@ -296,7 +261,7 @@ test_ask (gconstpointer data)
   const char *tag = data;   /* "hf" or an AVQ case */
   g_autofree char *model = fixture ("tiny-llava");
   g_autofree char *image = fixture ("tiny-llava/images/chelsea.png");
-  Run r;
+  AvqCliRun r;
   if (strcmp (tag, "hf") == 0) {
     r = run_avq ("ask", "--model", model, "--question", "What is the cat doing?",
                  "--max-new-tokens", "8", "--print-ids", image, NULL);
@@ -306,7 +271,7 @@ test_ask (gconstpointer data)
     /* The chelsea frame made from the reference indices (frame 1). */
     const Case *c = strcmp (tag, "L0-derive") == 0 ? &cases[0] : &cases[1];
     g_autofree char *frames = write_reference_frames (c);
-    g_autofree char *one = tmp_path ("chelsea-only.avq");
+    g_autofree char *one = avq_test_tmp_path ("chelsea-only.avq");
     g_autofree char *all = NULL;
     gsize len = 0;
     g_assert_true (g_file_get_contents (frames, &all, &len, NULL));
@@ -319,7 +284,7 @@ test_ask (gconstpointer data)
   guint n_lines = g_strv_length (lines);
   g_assert_cmpuint (n_lines, >=, 2);
   g_auto (GStrv) ids = g_strsplit (lines[n_lines - 1], " ", -1);
-  run_clear (&r);
+  avq_test_cli_run_clear (&r);
 
   g_autofree char *ref_path = fixture ("tiny-llava/reference.json");
   g_autoptr (GError) error = NULL;
@@ -349,15 +314,15 @@ static void
 test_tokenize (void)
 {
   g_autofree char *model = fixture ("llava-1.5-7b-hf");
-  Run r = run_avq ("tokenize", "--model", model, "", NULL);
+  AvqCliRun r = run_avq ("tokenize", "--model", model, "", NULL);
   g_assert_cmpint (r.status, ==, 0);
   g_assert_cmpstr (g_strchomp (r.out), ==, "1");
-  run_clear (&r);
+  avq_test_cli_run_clear (&r);
   r = run_avq ("tokenize", "--model", model, "USER: <image>\nWhat is the cat doing? ASSISTANT:", NULL);
   g_assert_cmpint (r.status, ==, 0);
   g_assert_cmpstr (g_strchomp (r.out), ==,
                    "1 3148 1001 29901 29871 32000 29871 13 5618 338 278 6635 2599 29973 319 1799 9047 13566 29901");
-  run_clear (&r);
+  avq_test_cli_run_clear (&r);
 }
 
 static void
@@ -365,11 +330,11 @@ test_usage_errors (void)
 {
   g_autofree char *model = fixture ("tiny-llava");
   g_autofree char *avq = fixture ("tiny-llava/avq-L0-derive.safetensors");
-  g_autofree char *bogus = tmp_path ("bogus.avq");
+  g_autofree char *bogus = avq_test_tmp_path ("bogus.avq");
   g_assert_true (g_file_set_contents (bogus, "\x01\x01garbage", 9, NULL));
-  g_autofree char *out = tmp_path ("unused");
+  g_autofree char *out = avq_test_tmp_path ("unused");
 
-  struct { int status; const char *needle; Run r; } checks[] = {
+  struct { int status; const char *needle; AvqCliRun r; } checks[] = {
     { 2, "Usage", run_avq (NULL) },
     { 2, "unknown command", run_avq ("frobnicate", NULL) },
     { 2, "--model is required", run_avq ("encode", "--avq", avq, "-o", out, "x.png", NULL) },
@@ -385,7 +350,7 @@ test_usage_errors (void)
     if (checks[i].r.status != checks[i].status || strstr (checks[i].r.err, checks[i].needle) == NULL)
       g_error ("check %" G_GSIZE_FORMAT ": exit %d (want %d), stderr: %s", i,
                checks[i].r.status, checks[i].status, checks[i].r.err);
-    run_clear (&checks[i].r);
+    avq_test_cli_run_clear (&checks[i].r);
   }
 }
 

@@ -9,41 +9,6 @@
 #include "avq-quantizer.h"
 #include "test-util.h"
 
-typedef struct {
-  char *out;
-  char *err;
-  int status;
-} Run;
-
-static Run
-run_avqv (const char *const *args)
-{
-  const char *cli = g_getenv ("AVQ_CLI");
-  g_assert_nonnull (cli);
-  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  g_ptr_array_add (argv, (gpointer) cli);
-  for (const char *const *a = args; *a; a++)
-    g_ptr_array_add (argv, (gpointer) *a);
-  g_ptr_array_add (argv, NULL);
-  Run r = { 0 };
-  int wait_status = 0;
-  g_autoptr (GError) error = NULL;
-  g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL,
-                &r.out, &r.err, &wait_status, &error);
-  g_assert_no_error (error);
-  r.status = WIFEXITED (wait_status) ? WEXITSTATUS (wait_status) : 128;
-  return r;
-}
-
-static char *
-tmp_path (const char *name)
-{
-  static char *dir;
-  if (dir == NULL)
-    dir = g_dir_make_tmp ("avq-codebook-XXXXXX", NULL);
-  g_assert_nonnull (dir);
-  return g_build_filename (dir, name, NULL);
-}
 
 static void
 train (const char *out, const char *k, const char *seed)
@@ -53,7 +18,7 @@ train (const char *out, const char *k, const char *seed)
   const char *args[] = { "train-codebook", "--model", model, "--layer", "0", "-k", k,
                          "--iters", "15", "--seed", seed, "--threads", "1", "-o", out,
                          images, NULL };
-  Run r = run_avqv (args);
+  AvqCliRun r = avq_test_run_cli (args);
   if (r.status != 0)
     g_error ("train-codebook failed (%d): %s", r.status, r.err);
   g_assert_nonnull (strstr (r.err, "iteration 1:"));
@@ -64,9 +29,9 @@ train (const char *out, const char *k, const char *seed)
 static void
 test_deterministic_and_loads (void)
 {
-  g_autofree char *a = tmp_path ("a.safetensors");
-  g_autofree char *b = tmp_path ("b.safetensors");
-  g_autofree char *c = tmp_path ("c.safetensors");
+  g_autofree char *a = avq_test_tmp_path ("a.safetensors");
+  g_autofree char *b = avq_test_tmp_path ("b.safetensors");
+  g_autofree char *c = avq_test_tmp_path ("c.safetensors");
   train (a, "64", "7");
   train (b, "64", "7");
   train (c, "64", "8");
@@ -147,10 +112,10 @@ test_beats_random_codebook (void)
   g_autoptr (GRand) rng = g_rand_new_with_seed (3);
   for (guint k = 0; k < K; k++)
     memcpy (random_cb + (gsize) k * D, z + (gsize) g_rand_int_range (rng, 0, 3 * T) * D, D * sizeof (float));
-  g_autofree char *random_path = tmp_path ("random.safetensors");
+  g_autofree char *random_path = avq_test_tmp_path ("random.safetensors");
   g_assert_true (avq_codebook_write (random_path, random_cb, K, D, 0, AVQ_RESIDUAL_DERIVE, 0, &error));
   g_assert_no_error (error);
-  g_autofree char *trained_path = tmp_path ("trained.safetensors");
+  g_autofree char *trained_path = avq_test_tmp_path ("trained.safetensors");
   train (trained_path, "64", "1");
 
   AvqEngineOptions options = { .model_dir = model_dir, .avq_path = trained_path };
@@ -173,7 +138,7 @@ test_eval_json (void)
   g_autofree char *avq = avq_test_data_path ("tiny-llava/avq-L1-side8.safetensors");
   g_autofree char *images = avq_test_data_path ("tiny-llava/images");
   const char *args[] = { "eval", "--model", model, "--avq", avq, "--json", images, NULL };
-  Run r = run_avqv (args);
+  AvqCliRun r = avq_test_run_cli (args);
   g_assert_cmpint (r.status, ==, 0);
   g_autoptr (JsonParser) parser = json_parser_new ();
   g_autoptr (GError) error = NULL;
@@ -202,10 +167,10 @@ test_bad_inputs (void)
 {
   g_autofree char *model = avq_test_data_path ("tiny-llava");
   g_autofree char *images = avq_test_data_path ("tiny-llava/images");
-  g_autofree char *out = tmp_path ("never.safetensors");
-  g_autofree char *empty_dir = tmp_path ("empty");
+  g_autofree char *out = avq_test_tmp_path ("never.safetensors");
+  g_autofree char *empty_dir = avq_test_tmp_path ("empty");
   g_assert_cmpint (g_mkdir (empty_dir, 0700), ==, 0);
-  g_autofree char *broken = tmp_path ("broken.png");
+  g_autofree char *broken = avq_test_tmp_path ("broken.png");
   g_assert_true (g_file_set_contents (broken, "\x89PNG\r\n\x1a\nbroken", 14, NULL));
 
   struct { int status; const char *needle; const char *args[20]; } checks[] = {
@@ -221,7 +186,7 @@ test_bad_inputs (void)
     { 2, "--avq is required", { "eval", "--model", model, images, NULL } },
   };
   for (gsize i = 0; i < G_N_ELEMENTS (checks); i++) {
-    Run r = run_avqv (checks[i].args);
+    AvqCliRun r = avq_test_run_cli (checks[i].args);
     if (r.status != checks[i].status || strstr (r.err, checks[i].needle) == NULL)
       g_error ("check %" G_GSIZE_FORMAT ": exit %d (want %d), stderr: %s", i, r.status,
                checks[i].status, r.err);
@@ -236,10 +201,10 @@ test_side_codebook (void)
 {
   g_autofree char *model = avq_test_data_path ("tiny-llava");
   g_autofree char *images = avq_test_data_path ("tiny-llava/images");
-  g_autofree char *out = tmp_path ("side.safetensors");
+  g_autofree char *out = avq_test_tmp_path ("side.safetensors");
   const char *args[] = { "train-codebook", "--model", model, "--layer", "1", "--residual", "side",
                          "--side-bits", "6", "-k", "32", "--iters", "5", "-o", out, images, NULL };
-  Run r = run_avqv (args);
+  AvqCliRun r = avq_test_run_cli (args);
   g_assert_cmpint (r.status, ==, 0);
   g_free (r.out);
   g_free (r.err);

@@ -1,5 +1,6 @@
 #include "test-util.h"
 #include <math.h>
+#include <sys/wait.h>
 
 char *
 avq_test_data_path (const char *relative)
@@ -63,4 +64,44 @@ avq_test_assert_close (const char *what, const float *got, const float *want,
   g_test_message ("%s: relative error %.3g (tolerance %.3g)", what, rel, tol);
   if (!(rel <= tol))
     g_error ("%s: relative error %.3g exceeds %.3g", what, rel, tol);
+}
+
+AvqCliRun
+avq_test_run_cli (const char *const *args)
+{
+  const char *cli = g_getenv ("AVQ_CLI");
+  g_assert_nonnull (cli);
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, (gpointer) cli);
+  for (const char *const *a = args; *a; a++)
+    g_ptr_array_add (argv, (gpointer) *a);
+  g_ptr_array_add (argv, NULL);
+
+  AvqCliRun r = { 0 };
+  int wait_status = 0;
+  g_autoptr (GError) error = NULL;
+  g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL,
+                &r.out, &r.err, &wait_status, &error);
+  g_assert_no_error (error);
+  r.status = WIFEXITED (wait_status) ? WEXITSTATUS (wait_status) : 128 + WTERMSIG (wait_status);
+  return r;
+}
+
+void
+avq_test_cli_run_clear (AvqCliRun *run)
+{
+  g_clear_pointer (&run->out, g_free);
+  g_clear_pointer (&run->err, g_free);
+}
+
+char *
+avq_test_tmp_path (const char *name)
+{
+  static char *dir;
+  if (dir == NULL) {
+    g_autoptr (GError) error = NULL;
+    dir = g_dir_make_tmp ("avq-test-XXXXXX", &error);
+    g_assert_no_error (error);
+  }
+  return g_build_filename (dir, name, NULL);
 }

@@ -16,3 +16,16 @@ double avq_test_max_abs_diff (const float *a, const float *b, gsize n);
 /* Asserts rel error <= tol with a message naming `what`. */
 void avq_test_assert_close (const char *what, const float *got,
                             const float *want, gsize n, double tol);
+
+/* Output of one run of the built `avq` tool (path in $AVQ_CLI). */
+typedef struct {
+  char *out;
+  char *err;
+  int status;   /* exit code; 128 + signal when killed */
+} AvqCliRun;
+
+/* Runs `avq` with a NULL-terminated argument vector. */
+AvqCliRun avq_test_run_cli (const char *const *args);
+void avq_test_cli_run_clear (AvqCliRun *run);
+/* A path in a per-process temporary directory (newly allocated). */
+char *avq_test_tmp_path (const char *name);
