@@ -8,9 +8,12 @@
  * scalar expf makes it cost a third of a layer. These kernels use GCC/clang
  * vector extensions, 8 floats wide, with an exp accurate to ~2 ulp, and on
  * x86-64 GCC builds an AVX2+FMA clone picked at load time. */
-#if defined(__GNUC__) && !defined(__clang__)
 /* The 32-byte vectors only pass between static inline helpers of this file,
  * never across an ABI boundary. */
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wunknown-warning-option"
+#pragma clang diagnostic ignored "-Wpsabi"
+#elif defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 typedef float v8f __attribute__ ((vector_size (32)));

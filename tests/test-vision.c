@@ -307,6 +307,7 @@ test_tower_malformed (void)
     g_autoptr (AvqModel) model = avq_model_open (dir, &error);
     g_autoptr (AvqVisionTower) tw = avq_vision_tower_new (model, 1, &error);
     g_assert_no_error (error);
+    g_assert_cmpint (tw->n_layers, ==, 1);
     g_assert_false (avq_vision_tower_check (model, -1, &error));
     g_assert_error (error, AVQ_ERROR, AVQ_ERROR_MISSING);
   }

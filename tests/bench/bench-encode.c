@@ -227,7 +227,7 @@ main (int argc, char **argv)
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "BLAS threads", "T" },
     { "layers", 'l', 0, G_OPTION_ARG_STRING, &layers_arg, "split layers (0,1)", "LIST" },
     { "no-peer", 0, 0, G_OPTION_ARG_NONE, &no_peer, "skip the PyTorch peer", NULL },
-    { NULL }
+    G_OPTION_ENTRY_NULL
   };
   g_autoptr (GError) error = NULL;
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- AVQ edge encode benchmark");
