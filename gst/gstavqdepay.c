@@ -240,6 +240,9 @@ gst_avq_depay_setcaps (GstRTPBaseDepayload * depayload, GstCaps * caps)
     return FALSE;
   }
 
+  /* The template fixes the clock rate; the base class uses it for
+   * timestamps and its stats. */
+  depayload->clock_rate = 90000;
   srccaps = gst_avq_stream_params_to_caps (&info);
   res = gst_pad_set_caps (GST_RTP_BASE_DEPAYLOAD_SRCPAD (depayload), srccaps);
   gst_caps_unref (srccaps);

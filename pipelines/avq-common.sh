@@ -16,6 +16,9 @@
 #                              built, else gst-launch-1.0 with the flags) or,
 #                              with DRY_RUN=1, prints the gst-launch-1.0
 #                              command line
+#   avq_edge_defaults, avq_edge_option, avq_edge_options_help, avq_edge_tail
+#                              the options and the common tail of the edge
+#                              scripts (avqencode ! avqpay ! udpsink)
 # shellcheck shell=bash
 
 avq_top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,8 +31,8 @@ avq_die () {
   exit 2
 }
 
-# Use the plugin from the build tree unless one is already installed where
-# GStreamer looks (or the caller set GST_PLUGIN_PATH itself).
+# Puts the build tree's plugin (when built) first on GST_PLUGIN_PATH, ahead
+# of an installed one.
 avq_use_build_tree () {
   if [ -f "$avq_build/gst/libgstavq.so" ]; then
     export GST_PLUGIN_PATH="$avq_build/gst${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"

@@ -16,7 +16,8 @@
  *   port NAME N                      bound port of each udpsrc
  *   ready                            models loaded, sockets bound
  *   playing                          (live pipelines: at the first buffer)
- *   answer pts=H:MM:SS.NNN tokens=N question="..." answer="..."
+ *   answer NAME pts=H:MM:SS.NNN tokens=N vision-ms=... prefill-ms=...
+ *          decode-ms=... question="..." answer="..."   (NAME: the avqanswer)
  *   meta NAME pts=... frame-pts=... question="..." answer="..."
  *   stats NAME key=value ...         at the end, with --stats
  *   eos
@@ -276,6 +277,8 @@ on_message (GstBus *bus, GstMessage *msg, gpointer data)
         g_autofree char *q = one_line (gst_structure_get_string (s, "question"));
         g_autofree char *a = one_line (gst_structure_get_string (s, "answer"));
         GString *line = g_string_new ("answer ");
+        g_string_append (line, GST_OBJECT_NAME (GST_MESSAGE_SRC (msg)));
+        g_string_append_c (line, ' ');
         print_time (line, "pts", pts);
         g_string_append_printf (line, " tokens=%u vision-ms=%.1f prefill-ms=%.1f decode-ms=%.1f "
                                 "question=\"%s\" answer=\"%s\"", tokens, vision, prefill, decode, q, a);
