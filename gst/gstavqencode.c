@@ -125,8 +125,7 @@ static void
 mailbox_drain (GstAvqEncode *self)
 {
   g_mutex_lock (&self->lock);
-  while ((self->pending != NULL || self->busy) && !self->flushing &&
-         self->last_flow == GST_FLOW_OK)
+  while ((self->pending != NULL || self->busy) && !self->flushing)
     g_cond_wait (&self->cond, &self->lock);
   /* After a flow return that paused the task (downstream EOS, not-linked,
    * error) a waiting frame is never encoded: waiting for it would hold the
@@ -246,6 +245,9 @@ encode_loop (GstAvqEncode *self)
   GstBuffer *input = self->pending;
   self->pending = NULL;
   self->busy = TRUE;
+  /* The slot is free: a non-live chain function waiting for it may hand
+   * over the next frame while this one is encoded. */
+  g_cond_broadcast (&self->cond);
   g_mutex_unlock (&self->lock);
 
   GstFlowReturn ret = encode_and_push (self, input);
@@ -481,7 +483,8 @@ measure_encode_time (GstAvqEncode *self)
   g_autoptr (AvqImage) grey = avq_image_new (64, 64);
   memset (grey->rgb, 128, 64 * 64 * 3);
   gint64 start = g_get_monotonic_time ();
-  g_autoptr (AvqFrame) frame = avq_engine_encode_image (self->engine, grey, AVQ_PREPROCESS_CROP, NULL);
+  AvqFrame *frame = avq_engine_encode_image (self->engine, grey, AVQ_PREPROCESS_CROP, NULL);
+  avq_frame_free (frame);
   self->encode_time = (g_get_monotonic_time () - start) * GST_USECOND;
   GST_INFO_OBJECT (self, "one encode takes %" GST_TIME_FORMAT, GST_TIME_ARGS (self->encode_time));
 }

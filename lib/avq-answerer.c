@@ -53,6 +53,15 @@ avq_answerer_new (const AvqAnswererOptions *options, GError **error)
     return NULL;
   if (options->threads > 0)
     avq_llama_set_threads (self->llama, options->threads);
+  if (options->avq_path != NULL) {
+    /* A fine-tuned AVQ file carries LoRA adapters for the LLM. */
+    g_autoptr (AvqSafetensors) avq_file = avq_safetensors_open (options->avq_path, error);
+    guint merged = 0;
+    if (avq_file == NULL || !avq_llama_apply_lora (self->llama, avq_file, &merged, error))
+      return NULL;
+    if (merged > 0)
+      g_debug ("%s: merged %u LoRA adapters", options->avq_path, merged);
+  }
 
   guint dim = avq_engine_feature_dim (self->engine);
   if ((int) dim != avq_llama_hidden_size (self->llama)) {

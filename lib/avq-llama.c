@@ -19,6 +19,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <cpuid.h>
 #define AVQ_LLAMA_X86 1
 #else
 #define AVQ_LLAMA_X86 0
@@ -43,6 +44,7 @@ typedef struct {
   AvqDType dtype;
   int rows, cols;
   gboolean direct;      /* F32 and aligned: BLAS can read it in place */
+  float *merged;        /* LoRA-merged private copy (data points here), or NULL */
 } Mat;
 
 typedef struct {
@@ -97,9 +99,12 @@ static gboolean
 cpu_has_simd (void)
 {
 #if AVQ_LLAMA_X86
+  /* F16C through cpuid: clang before 15 does not know "f16c" in
+   * __builtin_cpu_supports. */
+  unsigned int eax, ebx, ecx, edx;
+  gboolean f16c = __get_cpuid (1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
   __builtin_cpu_init ();
-  return __builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma") &&
-      __builtin_cpu_supports ("f16c");
+  return f16c && __builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma");
 #else
   return FALSE;
 #endif
@@ -380,10 +385,8 @@ block_rows (int cols)
 static void
 linear (AvqLlama *llama, const Mat *w, const float *x, int n, float *y)
 {
-  /* LoRA hook: when an AVQ file brings `lora.<base>.lora_{A,B}` for this
-   * matrix, add (alpha/r) * (x A^T) B^T to y here. The weights are
-   * read-only mappings, so the merge W' = W + (alpha/r) B A is either this
-   * low-rank side path or a merged private copy made at bind time. */
+  /* LoRA adapters were merged into a private F32 copy at load
+   * (avq_llama_apply_lora), so w already is W + (alpha/r) B A. */
   if (n <= GEMV_MAX_ROWS) {
     GemvCtx ctx = { { w }, { y }, 1, x, n, llama->simd };
     parallel_for (llama, w->rows, 16, gemv_range, &ctx);
@@ -729,8 +732,6 @@ bind_mat (const AvqModel *model, Mat *m, int rows, int cols, GError **error,
   m->rows = rows;
   m->cols = cols;
   m->direct = t->dtype == AVQ_DTYPE_F32 && ((guintptr) t->data % sizeof (float)) == 0;
-  /* LoRA: this is where a `lora.<name without .weight>` pair from the AVQ
-   * file would be looked up and attached to the Mat (see linear()). */
   return TRUE;
 }
 
@@ -928,6 +929,7 @@ fail:
 static void
 clear_mat (Mat *m)
 {
+  g_free (m->merged);
   g_free (m->name);
 }
 
@@ -1059,4 +1061,124 @@ int
 avq_llama_max_context (const AvqLlama *llama)
 {
   return llama->max_ctx;
+}
+
+/* ---------------------------------------------------------------------- */
+/* LoRA (AVQ-SPEC section 2): W' = W + (alpha / rank) B A, merged at load */
+
+static Mat *
+find_lora_target (AvqLlama *llama, const char *base)
+{
+  g_autofree char *weight = g_strdup_printf ("%s.weight", base);
+  g_autofree char *alias = avq_model_alias_name (weight);
+  for (int l = 0; l < llama->n_layers; l++) {
+    Layer *ly = &llama->layers[l];
+    Mat *mats[] = { &ly->q, &ly->k, &ly->v, &ly->o, &ly->gate, &ly->up, &ly->down };
+    for (gsize i = 0; i < G_N_ELEMENTS (mats); i++)
+      if (strcmp (mats[i]->name, weight) == 0 || (alias && strcmp (mats[i]->name, alias) == 0))
+        return mats[i];
+  }
+  /* A tied lm_head shares the embedding matrix: adapting one would silently
+   * adapt the other. */
+  if (!llama->cfg.tie_word_embeddings &&
+      (strcmp (llama->lm_head.name, weight) == 0 || (alias && strcmp (llama->lm_head.name, alias) == 0)))
+    return &llama->lm_head;
+  return NULL;
+}
+
+static gboolean
+parse_lora_number (const AvqSafetensors *file, const char *key, double *value, GError **error)
+{
+  const char *text = avq_safetensors_metadata (file, key);
+  char *end = NULL;
+  if (text != NULL)
+    *value = g_ascii_strtod (text, &end);
+  if (text == NULL || end == text || *end != '\0' || !isfinite (*value) || *value <= 0) {
+    g_set_error (error, AVQ_ERROR, text ? AVQ_ERROR_FORMAT : AVQ_ERROR_MISSING,
+                 "%s: metadata %s %s", avq_safetensors_path (file), key,
+                 text ? "is not a positive number" : "is missing (the file has lora.* tensors)");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+avq_llama_apply_lora (AvqLlama *llama, const AvqSafetensors *file, guint *n_merged,
+                      GError **error)
+{
+  const char *path = avq_safetensors_path (file);
+  guint merged = 0;
+  double alpha = 0, rank_d = 0;
+  gboolean have_lora = FALSE;
+  for (guint i = 0; i < avq_safetensors_n_tensors (file); i++)
+    have_lora |= g_str_has_prefix (avq_safetensors_nth (file, i)->name, "lora.");
+  if (n_merged)
+    *n_merged = 0;
+  if (!have_lora)
+    return TRUE;
+  if (!parse_lora_number (file, "lora.alpha", &alpha, error) ||
+      !parse_lora_number (file, "lora.rank", &rank_d, error))
+    return FALSE;
+  int rank = (int) rank_d;
+  if (rank != rank_d || rank > 65536) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: metadata lora.rank = %g is not a valid rank",
+                 path, rank_d);
+    return FALSE;
+  }
+  const float scale = (float) (alpha / rank);
+
+  for (guint i = 0; i < avq_safetensors_n_tensors (file); i++) {
+    const AvqTensor *a = avq_safetensors_nth (file, i);
+    if (!g_str_has_prefix (a->name, "lora."))
+      continue;
+    if (g_str_has_suffix (a->name, ".lora_B"))
+      continue;   /* handled with its A */
+    if (!g_str_has_suffix (a->name, ".lora_A")) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT,
+                   "%s: tensor %s is neither lora_A nor lora_B", path, a->name);
+      return FALSE;
+    }
+    g_autofree char *base = g_strndup (a->name + strlen ("lora."),
+                                       strlen (a->name) - strlen ("lora.") - strlen (".lora_A"));
+    g_autofree char *b_name = g_strdup_printf ("lora.%s.lora_B", base);
+    const AvqTensor *b = avq_safetensors_find (file, b_name);
+    Mat *m = find_lora_target (llama, base);
+    if (b == NULL) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_MISSING, "%s: %s has no %s", path, a->name, b_name);
+      return FALSE;
+    }
+    if (m == NULL) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_MISMATCH,
+                   "%s: adapter %s names no linear layer of the language model", path, base);
+      return FALSE;
+    }
+    if (m->merged != NULL) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT, "%s: %s is adapted twice", path, base);
+      return FALSE;
+    }
+    const gint64 a_shape[2] = { rank, m->cols }, b_shape[2] = { m->rows, rank };
+    if (!avq_tensor_check_float (a, 2, a_shape, error) || !avq_tensor_check_float (b, 2, b_shape, error))
+      return FALSE;
+
+    g_autofree float *w = g_new (float, (gsize) m->rows * m->cols);
+    widen (llama->simd, m->dtype, m->data, (gsize) m->rows * m->cols, w);
+    g_autofree float *fa = avq_tensor_dup_f32 (a);
+    g_autofree float *fb = avq_tensor_dup_f32 (b);
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, m->rows, m->cols, rank,
+                 scale, fb, rank, fa, m->cols, 1.0f, w, m->cols);
+    for (gsize j = 0; j < (gsize) m->rows * m->cols; j++)
+      if (!isfinite (w[j])) {
+        g_set_error (error, AVQ_ERROR, AVQ_ERROR_FORMAT,
+                     "%s: merging the %s adapter gives non-finite weights", path, base);
+        return FALSE;
+      }
+    m->merged = g_steal_pointer (&w);
+    m->data = (const guint8 *) m->merged;
+    m->dtype = AVQ_DTYPE_F32;
+    m->direct = TRUE;
+    merged++;
+  }
+  if (n_merged)
+    *n_merged = merged;
+  return TRUE;
 }

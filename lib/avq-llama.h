@@ -65,6 +65,15 @@ gboolean avq_llama_prefill (AvqLlama *llama, const float *embeddings, int n,
 gboolean avq_llama_decode (AvqLlama *llama, int token, float *logits,
                            GError **error);
 
+/* Merges the LoRA adapters of an AVQ file (tensors lora.<base>.lora_A
+ * [r, in] and lora.<base>.lora_B [out, r], metadata lora.alpha and
+ * lora.rank; AVQ-SPEC section 2) into private F32 copies of the adapted
+ * matrices: W' = W + (alpha / r) B A. A file without lora.* tensors changes
+ * nothing. Errors name the file and the adapter. *n_merged (may be NULL)
+ * receives the number of adapted matrices. */
+gboolean avq_llama_apply_lora (AvqLlama *llama, const AvqSafetensors *file,
+                               guint *n_merged, GError **error);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (AvqLlama, avq_llama_free)
 
 G_END_DECLS

@@ -396,7 +396,7 @@ main (int argc, char **argv)
       "At EOS, print the stats of every element that has them", NULL },
     { "meta", 'm', 0, G_OPTION_ARG_STRING, &meta,
       "Print the GstAvqAnswerMeta of buffers entering element NAME", "NAME" },
-    { NULL },
+    G_OPTION_ENTRY_NULL
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("PIPELINE-DESCRIPTION");
   g_option_context_set_summary (ctx,

@@ -424,6 +424,7 @@ test_reject_padding (void)
     g_autoptr (AvqFrame) ok = avq_frame_parse (s, l2, &err);
 
     g_assert_no_error (err);
+    g_assert_nonnull (ok);
     g_assert_cmpuint (l2, ==, 16 + 2 + 16 + 7);
     d[idx_last] |= 0x80;
     expect_reject (d, l2, AVQ_ERROR_FORMAT);

@@ -42,7 +42,7 @@ avq_cmd_ask (int argc, char **argv)
     { "preprocess", 'p', 0, G_OPTION_ARG_STRING, &mode_name, "Preprocessing of an image input: crop (default) or pad", "crop|pad" },
     { "print-ids", 0, 0, G_OPTION_ARG_NONE, &print_ids, "After the answer, print the generated ids on one line", NULL },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (0: automatic)", "N" },
-    { NULL }
+    G_OPTION_ENTRY_NULL
   };
   g_autoptr (GOptionContext) context =
       g_option_context_new ("INPUT - answer a question about an image or AVQ frames");

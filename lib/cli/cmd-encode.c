@@ -17,7 +17,7 @@ avq_cmd_encode (int argc, char **argv)
     { "preprocess", 'p', 0, G_OPTION_ARG_STRING, &mode_name, "Preprocessing: crop (HF CLIPImageProcessor, default) or pad (original LLaVA)", "crop|pad" },
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Output file of concatenated AVQ frames", "OUT" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (0: automatic)", "N" },
-    { NULL }
+    G_OPTION_ENTRY_NULL
   };
   g_autoptr (GOptionContext) context =
       g_option_context_new ("IMAGE... - encode PNG/JPEG images into AVQ frames");

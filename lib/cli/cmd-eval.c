@@ -20,7 +20,7 @@ avq_cmd_eval (int argc, char **argv)
     { "preprocess", 'p', 0, G_OPTION_ARG_STRING, &mode_name, "crop (default) or pad", "crop|pad" },
     { "json", 0, 0, G_OPTION_ARG_NONE, &as_json, "Print one JSON object instead of a table", NULL },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (0: automatic)", "N" },
-    { NULL }
+    G_OPTION_ENTRY_NULL
   };
   g_autoptr (GOptionContext) context = g_option_context_new (
       "INPUTS... - measure split-path fidelity (INPUTS: images, directories, or lists of image paths)");

@@ -20,7 +20,7 @@ avq_cmd_features (int argc, char **argv)
     { "preprocess", 'p', 0, G_OPTION_ARG_STRING, &mode_name, "Preprocessing of image inputs: crop (default) or pad", "crop|pad" },
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Output safetensors file", "OUT.safetensors" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (0: automatic)", "N" },
-    { NULL }
+    G_OPTION_ENTRY_NULL
   };
   g_autoptr (GOptionContext) context =
       g_option_context_new ("FRAMES...|IMAGE... - compute the projected image features LLaVA's LLM sees");

@@ -121,7 +121,7 @@ avq_cmd_train_codebook (int argc, char **argv)
     { "preprocess", 'p', 0, G_OPTION_ARG_STRING, &mode_name, "crop (default) or pad, as the encoder will use", "crop|pad" },
     { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (the CUDA backend is not built yet)", "cpu" },
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Output AVQ file", "OUT.safetensors" },
-    { NULL }
+    G_OPTION_ENTRY_NULL
   };
   g_autoptr (GOptionContext) context = g_option_context_new (
       "INPUTS... - train an AVQ codebook by k-means (INPUTS: images, directories, or lists of image paths)");

@@ -247,7 +247,7 @@ main (int argc, char **argv)
     { "mtu", 'm', 0, G_OPTION_ARG_INT, &mtu, "avqpay/rtpjpegpay MTU (1400)", "M" },
     { "model", 0, 0, G_OPTION_ARG_FILENAME, &model, "Model directory (tiny fixture)", "DIR" },
     { "avq", 0, 0, G_OPTION_ARG_FILENAME, &avq, "AVQ file (tiny fixture, L0 derive)", "FILE" },
-    { NULL },
+    G_OPTION_ENTRY_NULL
   };
   /* This build tree's plugin first. */
   const char *old = g_getenv ("GST_PLUGIN_PATH");

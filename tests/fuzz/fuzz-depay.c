@@ -35,9 +35,12 @@
  *   built (bit 6 clear): C O L S: an X-AVQ header version 1 with the
  *     stream's frame length, frame count C, fragment offset O, and L data
  *     bytes: the next L input bytes when S == 0, else bytes O..O+L of a
- *     valid frame generated from seed S (canonical_frame()) — so that the
- *     fuzzer reaches complete valid frames in any fragmentation. The marker
- *     is set on the fragment that ends at the frame's end, unless F bit 0.
+ *     valid frame generated from seed S & 0x7f (canonical_frame()) — so
+ *     that the fuzzer reaches complete valid frames in any fragmentation;
+ *     when S & 0x80, one more byte X follows and the fragment's first data
+ *     byte is XORed with it (a frame valid but for one byte: padding bits,
+ *     side ranges, header fields). The marker is set on the fragment that
+ *     ends at the frame's end, unless F bit 0.
  * At the end, EOS is pushed.
  *
  * Seeds (tests/fuzz/corpus-depay) were written with:
@@ -79,6 +82,12 @@
  *         + built(1, 0, 100, 7, new=True) + built(1, 100, 72, 7) + b'\x84'
  *         + built(0, 0, 172, 9, new=True),
  *   }
+ *   g, t = frame(3, 8), frame(3, 0)     # 3 tokens: 4 padding bits
+ *   seeds['raw-3tok-side-whole.bin'] = b'\x03' + raw(g, 1, 0, g)
+ *   seeds['raw-3tok-2frag.bin'] = b'\x02' + raw(t, 0, 0, t[:16]) \
+ *       + raw(t, 1, 16, t[16:])
+ *   seeds['built-xor-padding.bin'] = b'\x02' + built(0, 0, 20, 1) \
+ *       + built(0, 20, 1, 0x81) + b'\x10'
  *   for n, b in seeds.items(): open('tests/fuzz/corpus-depay/' + n, 'wb').write(b)
  *   EOF
  */
@@ -336,13 +345,18 @@ do_packet (State * s, Reader * r, guint8 f)
     r->p += len;
     r->left -= len;
   } else {
-    g_autofree guint8 *frame = canonical_frame (&s->params, seed);
+    g_autofree guint8 *frame = canonical_frame (&s->params, seed & 0x7f);
+    guint8 x = 0;
 
+    if ((seed & 0x80) && !take_byte (r, &x))
+      return FALSE;
     /* Past the frame's end the bytes are zeros. */
     len = l;
     memset (buf + 8, 0, len);
     if (o < s->params.frame_size)
       memcpy (buf + 8, frame + o, MIN (len, s->params.frame_size - o));
+    if (len > 0)
+      buf[8] ^= x;
   }
   marker = (o + len == s->params.frame_size);
   if (f & 1)
