@@ -3,18 +3,21 @@
  * Writing and mapping all 32 layers (13.5 GB) fits this machine but makes a
  * run take many minutes, so by default the model has --layers layers
  * (4) and the figures are split into a per-layer part and a fixed part
- * (embedding, final norm, lm_head) by also timing a model that runs only
- * the first layer of the same file. The 32-layer figures
+ * (embedding, final norm, lm_head, minus what the decoder skips in the
+ * final layer of a prefill) by also timing a model that runs only the first
+ * layer of the same file. The 32-layer figures
  * printed are that extrapolation, labelled as such.
  *
- * With python3 and PyTorch available, tests/bench/bench_llama_peer.py runs
- * the same computation on the same file for comparison. */
+ * With python3 (or $AVQ_BENCH_PYTHON) and PyTorch available,
+ * tests/bench/bench_llama_peer.py runs the same computation on the same
+ * file for comparison; otherwise the bench says "peer unavailable". */
 #include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "avq-llama.h"
@@ -31,6 +34,7 @@ static int opt_threads = 2;
 static int opt_prompt = 611;
 static int opt_decode = 16;
 static int opt_repeat = 3;
+static int opt_rounds = 1;
 static char *opt_dir;
 static char *opt_peer;
 static char *opt_peer_dtype;
@@ -43,6 +47,7 @@ static GOptionEntry entries[] = {
   { "prompt", 'p', 0, G_OPTION_ARG_INT, &opt_prompt, "Prompt positions to prefill (default 611: LLaVA-1.5 prompt with one image)", "N" },
   { "decode", 'd', 0, G_OPTION_ARG_INT, &opt_decode, "Tokens to decode after the prompt (default 16)", "N" },
   { "repeat", 'r', 0, G_OPTION_ARG_INT, &opt_repeat, "Timed prefills (default 3; the median is printed)", "N" },
+  { "rounds", 0, 0, G_OPTION_ARG_INT, &opt_rounds, "Rounds of avq then peer (default 1); figures are medians over rounds", "N" },
   { "dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_dir, "Where to write the random model (default: a new temp dir)", "DIR" },
   { "keep", 0, 0, G_OPTION_ARG_NONE, &opt_keep, "Keep the model files", NULL },
   { "peer", 0, 0, G_OPTION_ARG_FILENAME, &opt_peer, "PyTorch peer script (default tests/bench/bench_llama_peer.py next to the source)", "PATH" },
@@ -268,7 +273,9 @@ run_peer (const char *script, const char *dir, int layers, Figures *out, char **
   g_autofree char *p = g_strdup_printf ("%d", opt_prompt);
   g_autofree char *d = g_strdup_printf ("%d", opt_decode);
   g_autofree char *r = g_strdup_printf ("%d", opt_repeat);
-  const char *argv[] = { "python3", script, "--dir", dir, "--layers", l, "--threads", t,
+  /* same override as the other benches' peers */
+  const char *python = g_getenv ("AVQ_BENCH_PYTHON") ? g_getenv ("AVQ_BENCH_PYTHON") : "python3";
+  const char *argv[] = { python, script, "--dir", dir, "--layers", l, "--threads", t,
                          "--prompt", p, "--decode", d, "--repeat", r,
                          "--dtype", opt_peer_dtype ? opt_peer_dtype : "float32", NULL };
   g_autofree char *sout = NULL, *serr = NULL;
@@ -302,6 +309,33 @@ run_peer (const char *script, const char *dir, int layers, Figures *out, char **
   return TRUE;
 }
 
+static Figures
+median_figures (const Figures *f, int n)
+{
+  g_autofree double *p = g_new (double, n), *d = g_new (double, n);
+  for (int i = 0; i < n; i++) {
+    p[i] = f[i].prefill_ms;
+    d[i] = f[i].decode_ms;
+  }
+  Figures m = { median (p, n), median (d, n) };
+  return m;
+}
+
+/* the machine may be shared: say how busy it was */
+static const char *
+loadavg (void)
+{
+  static char buf[64];
+  g_autofree char *s = NULL;
+  if (!g_file_get_contents ("/proc/loadavg", &s, NULL, NULL))
+    return "?";
+  g_strlcpy (buf, s, sizeof buf);
+  char *sp = strchr (buf, ' ');
+  if (sp)
+    *sp = '\0';
+  return buf;
+}
+
 static void
 report (const char *who, const Figures *full, const Figures *one, int layers)
 {
@@ -312,15 +346,16 @@ report (const char *who, const Figures *full, const Figures *one, int layers)
   g_print ("%s: measured %d layers: prefill %.0f ms, decode %.1f ms/token; "
            "1 layer: prefill %.0f ms, decode %.1f ms/token\n", who, layers,
            full->prefill_ms, full->decode_ms, one->prefill_ms, one->decode_ms);
-  g_print ("%s: per layer: prefill %.1f ms, decode %.2f ms; fixed (embed, norm, lm_head): "
-           "prefill %.1f ms, decode %.2f ms\n", who, pl, dl, pfix, dfix);
+  g_print ("%s: per layer: prefill %.1f ms, decode %.2f ms; fixed (embedding, final norm, "
+           "lm_head, less the final layer's skipped rows): prefill %.1f ms, decode %.2f ms\n", who, pl, dl, pfix, dfix);
   /* what a layer must at least do: 2 flops a weight a prompt row, and read
    * its F16 weights once a decoded token */
   double params = 4.0 * HIDDEN * HIDDEN + 3.0 * HIDDEN * FFN;
-  g_print ("%s: per layer that is %.1f GFLOP/s in prefill, %.1f GB/s of F16 weights "
-           "in decode\n", who, 2 * params * opt_prompt / (pl * 1e6), 2 * params / (dl * 1e6));
+  g_print ("%s: per layer that is %.1f GFLOP/s in prefill, %.2f G weights/s in decode "
+           "(x2 bytes for F16, x4 for F32)\n", who, 2 * params * opt_prompt / (pl * 1e6),
+           params / (dl * 1e6));
   double p32 = pfix + FULL_LAYERS * pl, d32 = dfix + FULL_LAYERS * dl;
-  g_print ("%s: extrapolated to 32 layers (7B): prefill %.1f s (%.0f tokens/s), "
+  g_print ("%s: extrapolated to 32 layers (7B): prefill %.1f s (%.1f tokens/s), "
            "decode %.0f ms/token (%.2f tokens/s)\n", who, p32 / 1000,
            opt_prompt / (p32 / 1000), d32, 1000 / d32);
 }
@@ -336,8 +371,8 @@ main (int argc, char **argv)
     return 2;
   }
   if (opt_layers < 2 || opt_layers > FULL_LAYERS || opt_prompt < 1 || opt_repeat < 1 ||
-      opt_decode < 1 || opt_threads < 1) {
-    g_printerr ("need 2 <= layers <= 32, prompt, repeat, decode, threads >= 1\n");
+      opt_decode < 1 || opt_threads < 1 || opt_rounds < 1) {
+    g_printerr ("need 2 <= layers <= 32, prompt, repeat, rounds, decode, threads >= 1\n");
     return 2;
   }
 
@@ -372,28 +407,45 @@ main (int argc, char **argv)
   }
   g_print ("model written in %.1f s to %s\n", (now_ms () - t0) / 1000, dir);
 
-  Figures full, one;
-  if (!measure (dir, &full, &error) || !measure (one_dir, &one, &error)) {
-    g_printerr ("%s\n", error->message);
-    return 1;
-  }
-  report ("avq", &full, &one, opt_layers);
-
-  if (!opt_no_peer) {
-    g_autofree char *script = opt_peer ? g_strdup (opt_peer)
-        : g_build_filename (AVQ_SOURCE_DIR, "tests", "bench", "bench_llama_peer.py", NULL);
-    Figures pfull, pone;
-    g_autofree char *why = NULL;
-    if (run_peer (script, dir, opt_layers, &pfull, &why) &&
-        run_peer (script, dir, 1, &pone, &why)) {
-      report ("torch", &pfull, &pone, opt_layers);
-      g_print ("ratio torch/avq (measured %d layers): prefill %.2f, decode %.2f "
-               "(> 1: avq faster)\n", opt_layers, pfull.prefill_ms / full.prefill_ms,
-               pfull.decode_ms / full.decode_ms);
-    } else {
-      g_print ("peer unavailable: %s\n", why ? why : "?");
+  /* avq and the peer take turns, round after round, so that both see the
+   * same share of a busy machine; each figure is the median over rounds */
+  g_autofree char *script = opt_peer ? g_strdup (opt_peer)
+      : g_build_filename (AVQ_SOURCE_DIR, "tests", "bench", "bench_llama_peer.py", NULL);
+  gboolean peer = !opt_no_peer;
+  g_autofree char *why = NULL;
+  int R = opt_rounds;
+  g_autofree Figures *af = g_new0 (Figures, R), *a1 = g_new0 (Figures, R);
+  g_autofree Figures *pf = g_new0 (Figures, R), *p1 = g_new0 (Figures, R);
+  for (int r = 0; r < R; r++) {
+    if (!measure (dir, &af[r], &error) || !measure (one_dir, &a1[r], &error)) {
+      g_printerr ("%s\n", error->message);
+      return 1;
+    }
+    g_print ("round %d: avq prefill %.0f ms, decode %.1f ms/token (load %s)\n", r + 1,
+             af[r].prefill_ms, af[r].decode_ms, loadavg ());
+    if (peer) {
+      peer = run_peer (script, dir, opt_layers, &pf[r], &why) &&
+          run_peer (script, dir, 1, &p1[r], &why);
+      if (peer)
+        g_print ("round %d: torch prefill %.0f ms, decode %.1f ms/token (load %s)\n", r + 1,
+                 pf[r].prefill_ms, pf[r].decode_ms, loadavg ());
     }
   }
+  Figures full = median_figures (af, R), one = median_figures (a1, R);
+  report ("avq", &full, &one, opt_layers);
+  if (peer) {
+    Figures pfull = median_figures (pf, R), pone = median_figures (p1, R);
+    report ("torch", &pfull, &pone, opt_layers);
+    g_print ("ratio torch/avq (measured %d layers): prefill %.2f, decode %.2f "
+             "(> 1: avq faster)\n", opt_layers, pfull.prefill_ms / full.prefill_ms,
+             pfull.decode_ms / full.decode_ms);
+  } else if (!opt_no_peer) {
+    g_print ("peer unavailable: %s\n", why ? why : "?");
+  }
+
+  struct rusage ru;
+  if (getrusage (RUSAGE_SELF, &ru) == 0)
+    g_print ("avq peak RSS %.2f GiB (mapped weight pages included)\n", ru.ru_maxrss / 1048576.0);
 
   if (!opt_keep) {
     g_unlink (one_weights);

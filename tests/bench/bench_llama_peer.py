@@ -19,7 +19,7 @@ try:
     import torch.nn.functional as F
     from safetensors import safe_open
 except ImportError as e:  # bench-llama reports the peer as unavailable
-    sys.exit(f"peer unavailable: {e}")
+    sys.exit(f"PyTorch or safetensors missing: {e}")
 
 
 def main():
@@ -90,6 +90,10 @@ def main():
             kc[l, :, p0:p0 + n] = k
             vc[l, :, p0:p0 + n] = v
             K, V = kc[l, :, :p0 + n], vc[l, :, :p0 + n]
+            if l == L - 1 and n > 1:
+                # as avq does: past the cache writes, only the last row of
+                # the last layer reaches the logits
+                q, x, n = q[:, -1:], x[-1:], 1
             if nkv != nh:
                 K = K.repeat_interleave(nh // nkv, 0)
                 V = V.repeat_interleave(nh // nkv, 0)
