@@ -20,6 +20,7 @@
 #include "gstavqanswermeta.h"
 #include "avq-answerer.h"
 #include "avq-error.h"
+#include "gstavqdevice.h"
 #include <string.h>
 
 GST_DEBUG_CATEGORY_STATIC (gst_avq_answer_debug);
@@ -36,6 +37,7 @@ enum {
   PROP_WAIT_FOR_ANSWER,
   PROP_THREADS,
   PROP_STATS,
+  PROP_DEVICE,
 };
 
 enum {
@@ -72,6 +74,7 @@ struct _GstAvqAnswer {
   guint interval, max_new_tokens;
   gboolean wait_for_answer;
   gint threads;
+  AvqDevice device;
   GQueue oneoff_questions;          /* char*, from the ask signal */
   guint64 frames_in, questions, answers, replaced, failed;
 
@@ -119,6 +122,16 @@ answer_free (Answer *a)
   g_free (a->question);
   g_free (a->answer);
   g_free (a);
+}
+
+static Answer *
+answer_copy (const Answer *a)
+{
+  Answer *c = g_new (Answer, 1);
+  *c = *a;
+  c->question = g_strdup (a->question);
+  c->answer = g_strdup (a->answer);
+  return c;
 }
 
 static void
@@ -213,12 +226,17 @@ worker_main (gpointer data)
 
     Answer *a = answer_job (self, job);
     job_free (job);
-    if (a != NULL)
+    if (a != NULL) {
+      /* Queued for the next frame before it is announced: a frame pushed
+       * in reaction to the signal or the message carries the answer. */
+      g_mutex_lock (&self->lock);
+      g_queue_push_tail (&self->ready, answer_copy (a));
+      g_mutex_unlock (&self->lock);
       announce (self, a);
+      answer_free (a);
+    }
 
     g_mutex_lock (&self->lock);
-    if (a != NULL)
-      g_queue_push_tail (&self->ready, a);
     self->busy = FALSE;
     g_cond_broadcast (&self->cond);
   }
@@ -389,10 +407,12 @@ load (GstAvqAnswer *self)
 {
   g_autofree char *model_dir = NULL, *avq_path = NULL;
   gint threads;
+  AvqDevice device;
   GST_OBJECT_LOCK (self);
   model_dir = g_strdup (self->model_dir);
   avq_path = g_strdup (self->avq_path);
   threads = self->threads;
+  device = self->device;
   GST_OBJECT_UNLOCK (self);
   if (model_dir == NULL || avq_path == NULL) {
     GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("No model or AVQ file set."),
@@ -400,12 +420,14 @@ load (GstAvqAnswer *self)
     return FALSE;
   }
   g_autoptr (GError) error = NULL;
-  AvqAnswererOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads };
+  AvqAnswererOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads, .device = device };
   self->answerer = avq_answerer_new (&options, &error);
   if (self->answerer == NULL) {
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("Could not load the model."), ("%s", error->message));
     return FALSE;
   }
+  GST_INFO_OBJECT (self, "vision half on %s",
+                   avq_engine_device_description (avq_answerer_get_engine (self->answerer)));
   self->stopping = FALSE;
   self->worker = g_thread_new ("avqanswer", worker_main, self);
   return TRUE;
@@ -468,6 +490,7 @@ gst_avq_answer_set_property (GObject *object, guint prop_id, const GValue *value
     case PROP_MAX_NEW_TOKENS: self->max_new_tokens = g_value_get_uint (value); break;
     case PROP_WAIT_FOR_ANSWER: self->wait_for_answer = g_value_get_boolean (value); break;
     case PROP_THREADS: self->threads = g_value_get_int (value); break;
+    case PROP_DEVICE: self->device = g_value_get_enum (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -487,6 +510,7 @@ gst_avq_answer_get_property (GObject *object, guint prop_id, GValue *value, GPar
     case PROP_MAX_NEW_TOKENS: g_value_set_uint (value, self->max_new_tokens); break;
     case PROP_WAIT_FOR_ANSWER: g_value_set_boolean (value, self->wait_for_answer); break;
     case PROP_THREADS: g_value_set_int (value, self->threads); break;
+    case PROP_DEVICE: g_value_set_enum (value, self->device); break;
     case PROP_STATS:
       g_value_take_boxed (value, gst_structure_new ("application/x-avq-answer-stats",
           "frames-in", G_TYPE_UINT64, self->frames_in,
@@ -562,6 +586,12 @@ gst_avq_answer_class_init (GstAvqAnswerClass *klass)
       g_param_spec_int ("threads", "Threads",
           "Compute threads for the model (0: automatic)", 0, 1024, DEFAULT_THREADS,
           rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_DEVICE,
+      g_param_spec_enum ("device", "Device",
+          "Where the vision half runs (the language model stays on the CPU): auto (CUDA when available, else the CPU), "
+          "cpu, or cuda (fails to start when CUDA is unavailable)",
+          GST_TYPE_AVQ_DEVICE, AVQ_DEVICE_AUTO, rw | GST_PARAM_MUTABLE_READY));
+  gst_type_mark_as_plugin_api (GST_TYPE_AVQ_DEVICE, 0);
   g_object_class_install_property (gobject_class, PROP_STATS,
       g_param_spec_boxed ("stats", "Statistics",
           "Counters: frames-in, questions, answers, replaced (questions superseded "

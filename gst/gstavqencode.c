@@ -14,6 +14,7 @@
 #include "gstavqstream.h"
 #include "gstavqelements.h"
 #include "avq-error.h"
+#include "gstavqdevice.h"
 #include <string.h>
 
 GST_DEBUG_CATEGORY_STATIC (gst_avq_encode_debug);
@@ -28,6 +29,7 @@ enum {
   PROP_MAX_RATE,
   PROP_THREADS,
   PROP_STATS,
+  PROP_DEVICE,
 };
 
 #define DEFAULT_MODEL NULL
@@ -48,6 +50,7 @@ struct _GstAvqEncode {
   guint interval;
   gdouble max_rate;
   gint threads;
+  AvqDevice device;
 
   /* set in READY->PAUSED, used by the streaming threads */
   AvqEngine *engine;
@@ -125,7 +128,8 @@ static void
 mailbox_drain (GstAvqEncode *self)
 {
   g_mutex_lock (&self->lock);
-  while ((self->pending != NULL || self->busy) && !self->flushing)
+  while ((self->pending != NULL || self->busy) && !self->flushing &&
+         self->last_flow == GST_FLOW_OK)
     g_cond_wait (&self->cond, &self->lock);
   /* After a flow return that paused the task (downstream EOS, not-linked,
    * error) a waiting frame is never encoded: waiting for it would hold the
@@ -494,10 +498,12 @@ load_engine (GstAvqEncode *self)
 {
   g_autofree char *model_dir = NULL, *avq_path = NULL;
   gint threads;
+  AvqDevice device;
   GST_OBJECT_LOCK (self);
   model_dir = g_strdup (self->model_dir);
   avq_path = g_strdup (self->avq_path);
   threads = self->threads;
+  device = self->device;
   GST_OBJECT_UNLOCK (self);
 
   if (model_dir == NULL) {
@@ -511,13 +517,14 @@ load_engine (GstAvqEncode *self)
     return FALSE;
   }
   g_autoptr (GError) error = NULL;
-  AvqEngineOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads };
+  AvqEngineOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads, .device = device };
   self->engine = avq_engine_new (&options, &error);
   if (self->engine == NULL) {
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("Could not load the model."),
                        ("%s", error->message));
     return FALSE;
   }
+  GST_INFO_OBJECT (self, "engine on %s", avq_engine_device_description (self->engine));
   measure_encode_time (self);
   return TRUE;
 }
@@ -586,6 +593,7 @@ gst_avq_encode_set_property (GObject *object, guint prop_id,
     case PROP_INTERVAL: self->interval = g_value_get_uint (value); break;
     case PROP_MAX_RATE: self->max_rate = g_value_get_double (value); break;
     case PROP_THREADS: self->threads = g_value_get_int (value); break;
+    case PROP_DEVICE: self->device = g_value_get_enum (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -608,6 +616,7 @@ gst_avq_encode_get_property (GObject *object, guint prop_id, GValue *value,
     case PROP_INTERVAL: g_value_set_uint (value, self->interval); break;
     case PROP_MAX_RATE: g_value_set_double (value, self->max_rate); break;
     case PROP_THREADS: g_value_set_int (value, self->threads); break;
+    case PROP_DEVICE: g_value_set_enum (value, self->device); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -668,6 +677,12 @@ gst_avq_encode_class_init (GstAvqEncodeClass *klass)
       g_param_spec_int ("threads", "Threads",
           "Compute threads for the encoder (0: automatic)", 0, 1024, DEFAULT_THREADS,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_DEVICE,
+      g_param_spec_enum ("device", "Device",
+          "Where the vision half runs: auto (CUDA when available, else the CPU), "
+          "cpu, or cuda (fails to start when CUDA is unavailable)",
+          GST_TYPE_AVQ_DEVICE, AVQ_DEVICE_AUTO,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_STATS,
       g_param_spec_boxed ("stats", "Statistics",
           "Counters: frames-in, frames-encoded, frames-dropped (replaced while the "
@@ -684,6 +699,7 @@ gst_avq_encode_class_init (GstAvqEncodeClass *klass)
       "gst-avq developers");
   element_class->change_state = GST_DEBUG_FUNCPTR (gst_avq_encode_change_state);
   gst_type_mark_as_plugin_api (GST_TYPE_AVQ_PREPROCESS, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_AVQ_DEVICE, 0);
 
   GST_DEBUG_CATEGORY_INIT (gst_avq_encode_debug, "avqencode", 0, "AVQ encoder");
 }
@@ -707,6 +723,7 @@ gst_avq_encode_init (GstAvqEncode *self)
   self->interval = DEFAULT_INTERVAL;
   self->max_rate = DEFAULT_MAX_RATE;
   self->threads = DEFAULT_THREADS;
+  self->device = AVQ_DEVICE_AUTO;
   self->last_encoded_pts = GST_CLOCK_TIME_NONE;
   self->last_flow = GST_FLOW_OK;
   self->flushing = TRUE;

@@ -41,6 +41,7 @@ avq_answerer_new (const AvqAnswererOptions *options, GError **error)
     .avq_path = options->avq_path,
     .threads = options->threads,
     .load_language_model = TRUE,
+    .device = options->device,
   };
   self->engine = avq_engine_new (&engine_options, error);
   if (self->engine == NULL)

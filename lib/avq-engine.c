@@ -1,9 +1,13 @@
 #include "avq-engine.h"
 #include <cblas.h>
 #include <string.h>
+#include "avq-build-config.h"
 #include "avq-error.h"
 #include "avq-quantizer.h"
 #include "avq-vision.h"
+#if AVQ_HAVE_CUDA
+#include "cuda/avq-cuda.h"
+#endif
 
 struct _AvqEngine {
   AvqModel *model;
@@ -19,7 +23,89 @@ struct _AvqEngine {
   float *zhat;      /* [T, D] */
   float *selected;  /* [feature tokens, D] */
   float *proj_tmp;  /* [feature tokens, text hidden] */
+  AvqDevice device; /* CPU or CUDA */
+  char *device_description;
+#if AVQ_HAVE_CUDA
+  /* With CUDA the tower above holds the geometry and embeddings only; the
+   * weights live on the GPU. */
+  AvqCudaVision *cuda;
+#endif
 };
+
+gboolean
+avq_device_from_string (const char *name, AvqDevice *device)
+{
+  if (name == NULL)
+    return FALSE;
+  if (g_ascii_strcasecmp (name, "auto") == 0)
+    *device = AVQ_DEVICE_AUTO;
+  else if (g_ascii_strcasecmp (name, "cpu") == 0)
+    *device = AVQ_DEVICE_CPU;
+  else if (g_ascii_strcasecmp (name, "cuda") == 0)
+    *device = AVQ_DEVICE_CUDA;
+  else
+    return FALSE;
+  return TRUE;
+}
+
+const char *
+avq_device_to_string (AvqDevice device)
+{
+  switch (device) {
+  case AVQ_DEVICE_AUTO:
+    return "auto";
+  case AVQ_DEVICE_CPU:
+    return "cpu";
+  case AVQ_DEVICE_CUDA:
+    return "cuda";
+  }
+  return "unknown";
+}
+
+gboolean
+avq_cuda_available (GError **error)
+{
+#if AVQ_HAVE_CUDA
+  return avq_cuda_probe (error);
+#else
+  g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE,
+               "CUDA: this build of gst-avq has no CUDA backend (it was "
+               "configured without nvcc or with -Dcuda=disabled)");
+  return FALSE;
+#endif
+}
+
+gboolean
+avq_device_resolve (AvqDevice requested, AvqDevice *resolved, GError **error)
+{
+  AvqDevice want = requested;
+  const char *env = NULL;
+  if (want == AVQ_DEVICE_AUTO) {
+    env = g_getenv ("AVQ_DEVICE");
+    if (env != NULL && *env != '\0' && !avq_device_from_string (env, &want)) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "AVQ_DEVICE=%s: not auto, cpu or cuda", env);
+      return FALSE;
+    }
+  }
+  switch (want) {
+  case AVQ_DEVICE_CPU:
+    *resolved = AVQ_DEVICE_CPU;
+    return TRUE;
+  case AVQ_DEVICE_CUDA:
+    if (!avq_cuda_available (error)) {
+      g_prefix_error (error, "device cuda%s requested but unavailable: ",
+                      requested == AVQ_DEVICE_AUTO ? " (AVQ_DEVICE)" : "");
+      return FALSE;
+    }
+    *resolved = AVQ_DEVICE_CUDA;
+    return TRUE;
+  case AVQ_DEVICE_AUTO:
+  default:
+    *resolved = avq_cuda_available (NULL) ? AVQ_DEVICE_CUDA : AVQ_DEVICE_CPU;
+    return TRUE;
+  }
+}
 
 void
 avq_engine_free (AvqEngine *e)
@@ -31,7 +117,11 @@ avq_engine_free (AvqEngine *e)
   avq_quantizer_free (e->quantizer);
   avq_projector_free (e->projector);
   avq_vision_tower_free (e->tower);
+#if AVQ_HAVE_CUDA
+  avq_cuda_vision_free (e->cuda);
+#endif
   avq_model_free (e->model);
+  g_free (e->device_description);
   g_free (e->pixels);
   g_free (e->x);
   g_free (e->zhat);
@@ -39,6 +129,46 @@ avq_engine_free (AvqEngine *e)
   g_free (e->proj_tmp);
   g_free (e);
 }
+
+#if AVQ_HAVE_CUDA
+/* Sets the engine up on the GPU: a CPU tower holding only the geometry and
+ * embeddings (no layers), the weights uploaded to the device. When the
+ * device was chosen by AUTO and the setup fails (out of device memory, say),
+ * the engine falls back to the CPU with a warning; a CUDA request (the option
+ * or AVQ_DEVICE=cuda) fails. */
+static gboolean
+cuda_init (AvqEngine *e, const AvqEngineOptions *opt, int first_layers,
+           GError **error)
+{
+  g_autoptr (GError) local = NULL;
+  e->tower = avq_vision_tower_new (e->model, 0, &local);
+  if (e->tower != NULL)
+    e->cuda = avq_cuda_vision_new (e->model, e->tower, e->quantizer,
+                                   first_layers, -1, &local);
+  if (e->cuda == NULL) {
+    g_clear_pointer (&e->tower, avq_vision_tower_free);
+    /* CUDA demanded explicitly or through AVQ_DEVICE: no fallback. */
+    const char *env = g_getenv ("AVQ_DEVICE");
+    if (opt->device == AVQ_DEVICE_CUDA ||
+        (opt->device == AVQ_DEVICE_AUTO && env != NULL &&
+         g_ascii_strcasecmp (env, "cuda") == 0)) {
+      g_propagate_error (error, g_steal_pointer (&local));
+      return FALSE;
+    }
+    g_warning ("%s: CUDA set-up failed, running on the CPU: %s",
+               opt->model_dir, local->message);
+    return TRUE;
+  }
+  e->device = AVQ_DEVICE_CUDA;
+  e->device_description = g_strdup_printf (
+      "cuda: %s, %.1f MiB of weights uploaded in %.1f ms",
+      avq_cuda_vision_device_name (e->cuda),
+      avq_cuda_vision_weight_bytes (e->cuda) / (1024.0 * 1024.0),
+      avq_cuda_vision_upload_ms (e->cuda));
+  g_debug ("%s", e->device_description);
+  return TRUE;
+}
+#endif
 
 AvqEngine *
 avq_engine_new (const AvqEngineOptions *opt, GError **error)
@@ -58,6 +188,11 @@ avq_engine_new (const AvqEngineOptions *opt, GError **error)
   /* OpenBLAS has one process-wide pool: the last engine created wins. */
   if (opt->threads > 0)
     openblas_set_num_threads (opt->threads);
+
+  /* Before the model is mapped: an unavailable device fails at once. */
+  AvqDevice device;
+  if (!avq_device_resolve (opt->device, &device, error))
+    return NULL;
 
   g_autoptr (AvqEngine) e = g_new0 (AvqEngine, 1);
   e->model = avq_model_open (opt->model_dir, error);
@@ -79,9 +214,17 @@ avq_engine_new (const AvqEngineOptions *opt, GError **error)
       return NULL;
     first_layers = e->quantizer->layer;
   }
-  e->tower = avq_vision_tower_new (e->model, first_layers, error);
-  if (e->tower == NULL)
+  e->device = AVQ_DEVICE_CPU;
+#if AVQ_HAVE_CUDA
+  if (device == AVQ_DEVICE_CUDA && !cuda_init (e, opt, first_layers, error))
     return NULL;
+#endif
+  if (e->device == AVQ_DEVICE_CPU) {
+    e->tower = avq_vision_tower_new (e->model, first_layers, error);
+    if (e->tower == NULL)
+      return NULL;
+    e->device_description = g_strdup ("cpu");
+  }
 
   if (e->tower->channels != 3) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_UNSUPPORTED,
@@ -99,13 +242,16 @@ avq_engine_new (const AvqEngineOptions *opt, GError **error)
     return NULL;
   }
 
+  e->pixels = g_new (float, (gsize) e->tower->channels * e->tower->image_size
+                                * e->tower->image_size);
+  if (e->device == AVQ_DEVICE_CUDA)
+    return g_steal_pointer (&e);
+
   const gsize T = e->tower->tokens, D = e->tower->hidden;
   const gsize F = avq_vision_feature_tokens (e->tower);
   e->vscratch = avq_vision_scratch_new (e->tower);
   if (e->quantizer)
     e->qscratch = avq_quantizer_scratch_new (e->quantizer);
-  e->pixels = g_new (float, (gsize) e->tower->channels * e->tower->image_size
-                                * e->tower->image_size);
   e->x = g_new (float, T * D);
   e->zhat = g_new (float, T * D);
   e->selected = g_new (float, F * D);
@@ -132,6 +278,18 @@ const AvqModel *
 avq_engine_get_model (const AvqEngine *e)
 {
   return e->model;
+}
+
+AvqDevice
+avq_engine_device (const AvqEngine *e)
+{
+  return e->device;
+}
+
+const char *
+avq_engine_device_description (const AvqEngine *e)
+{
+  return e->device_description;
 }
 
 gboolean
@@ -202,6 +360,16 @@ avq_engine_encode_pixels (AvqEngine *e, const float *pixel_values,
                  "encoding needs an AVQ file; none was loaded");
     return NULL;
   }
+#if AVQ_HAVE_CUDA
+  if (e->cuda != NULL) {
+    const AvqQuantizer *q = e->quantizer;
+    g_autoptr (AvqFrame) frame = avq_frame_new (q->tokens, q->index_bits,
+                                                q->side_bits, q->codebook_id);
+    if (!avq_cuda_vision_encode (e->cuda, pixel_values, frame, NULL, error))
+      return NULL;
+    return g_steal_pointer (&frame);
+  }
+#endif
   avq_vision_embed (e->tower, pixel_values, e->x, e->vscratch);
   avq_vision_run_layers (e->tower, 0, e->quantizer->layer, e->x, e->vscratch);
   return avq_quantizer_encode (e->quantizer, e->x, e->qscratch, NULL);
@@ -234,6 +402,12 @@ avq_engine_decode_frame (AvqEngine *e, const AvqFrame *frame, float *features,
                  "decoding needs an AVQ file; none was loaded");
     return FALSE;
   }
+#if AVQ_HAVE_CUDA
+  if (e->cuda != NULL)
+    return avq_quantizer_check_frame (e->quantizer, frame, error) &&
+           avq_cuda_vision_ensure_full (e->cuda, e->model, error) &&
+           avq_cuda_vision_decode (e->cuda, frame, features, error);
+#endif
   if (!ensure_full (e, error))
     return FALSE;
   if (!avq_quantizer_decode (e->quantizer, frame, e->zhat, e->x, e->qscratch,
@@ -251,6 +425,11 @@ gboolean
 avq_engine_features_from_pixels (AvqEngine *e, const float *pixel_values,
                                  float *features, GError **error)
 {
+#if AVQ_HAVE_CUDA
+  if (e->cuda != NULL)
+    return avq_cuda_vision_ensure_full (e->cuda, e->model, error) &&
+           avq_cuda_vision_features (e->cuda, pixel_values, features, error);
+#endif
   if (!ensure_full (e, error))
     return FALSE;
   avq_vision_embed (e->tower, pixel_values, e->x, e->vscratch);

@@ -20,17 +20,50 @@ typedef enum {
 
 typedef struct _AvqEngine AvqEngine;
 
+/* Where the vision half (tower, quantiser, projector) runs. AUTO (the zero
+ * value) picks CUDA when this build has the CUDA backend and the runtime
+ * finds a device, else the CPU; the environment variable AVQ_DEVICE
+ * (auto, cpu or cuda) overrides what AUTO means, so that a test suite or a
+ * deployment can pin it without new options. An explicit CPU or CUDA is
+ * never overridden; CUDA when it is unavailable is an error, never a silent
+ * fallback. */
+typedef enum {
+  AVQ_DEVICE_AUTO = 0,
+  AVQ_DEVICE_CPU,
+  AVQ_DEVICE_CUDA,
+} AvqDevice;
+
+/* "auto", "cpu", "cuda" (case-insensitive); FALSE for anything else. */
+gboolean avq_device_from_string (const char *name, AvqDevice *device);
+const char *avq_device_to_string (AvqDevice device);
+
+/* TRUE when this build has the CUDA backend and the CUDA runtime finds a
+ * device; otherwise FALSE with the reason (AVQ_ERROR_DEVICE): not built with
+ * CUDA, no driver, no device. */
+gboolean avq_cuda_available (GError **error);
+
+/* The device `requested` resolves to (CPU or CUDA), AUTO by the rules above.
+ * FALSE with a GError when CUDA is demanded (explicitly or by AVQ_DEVICE)
+ * but unavailable, or AVQ_DEVICE holds an unknown name. */
+gboolean avq_device_resolve (AvqDevice requested, AvqDevice *resolved,
+                             GError **error);
+
 typedef struct {
   const char *model_dir;      /* required */
   const char *avq_path;       /* NULL: unsplit path only */
   int threads;                /* 0: BLAS default */
   gboolean load_language_model; /* reserved for the answer path; FALSE loads vision + projector only */
+  AvqDevice device;           /* AVQ_DEVICE_AUTO (0) by default */
 } AvqEngineOptions;
 
 AvqEngine *avq_engine_new (const AvqEngineOptions *options, GError **error);
 void avq_engine_free (AvqEngine *engine);
 
 const AvqModel *avq_engine_get_model (const AvqEngine *engine);
+/* The device the engine runs on (CPU or CUDA, never AUTO), and a line for
+ * logs: "cpu" or "cuda: <GPU>, <N> MiB of weights uploaded in <T> ms". */
+AvqDevice avq_engine_device (const AvqEngine *engine);
+const char *avq_engine_device_description (const AvqEngine *engine);
 gboolean avq_engine_has_avq (const AvqEngine *engine);
 
 /* Properties of the loaded AVQ file (only valid when has_avq). */

@@ -14,6 +14,7 @@ typedef enum {
   AVQ_ERROR_INVALID_ARGUMENT, /* a caller-supplied value is out of range */
   AVQ_ERROR_UNSUPPORTED,      /* valid input that this version cannot handle */
   AVQ_ERROR_MISMATCH,         /* two inputs do not belong together (codebook id, sizes) */
+  AVQ_ERROR_DEVICE,           /* a compute device is unavailable or one of its calls failed */
 } AvqErrorCode;
 
 GQuark avq_error_quark (void);

@@ -316,3 +316,10 @@ avq_argmin (const float *x, gsize n)
   }
   return best;
 }
+
+void
+avq_set_compute_threads (int threads)
+{
+  if (threads > 0)
+    openblas_set_num_threads (threads);
+}

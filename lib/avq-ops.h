@@ -9,6 +9,10 @@
 
 G_BEGIN_DECLS
 
+/* Sets the BLAS thread count for the whole process (threads <= 0: leave
+ * the library's default, all cores). */
+void avq_set_compute_threads (int threads);
+
 /* y[n, out] = x[n, in] W^T + b, with W stored [out, in] as PyTorch does.
  * `b` may be NULL. `y` must not alias `x`. */
 void avq_linear (const float *x, int n, int in, const float *w, const float *b,

@@ -5,7 +5,10 @@
 char *
 avq_test_data_path (const char *relative)
 {
-  return g_build_filename (AVQ_TEST_DATA_DIR, relative, NULL);
+  /* The environment wins, so that binaries built here run from another
+   * checkout (tests/bench/gpu-check.sh on the GPU machine). */
+  const char *dir = g_getenv ("AVQ_TEST_DATA_DIR");
+  return g_build_filename (dir && *dir ? dir : AVQ_TEST_DATA_DIR, relative, NULL);
 }
 
 const AvqSafetensors *

@@ -42,6 +42,24 @@ avq_cli_read_frames (const char *path, GPtrArray *frames, GError **error)
 }
 
 gboolean
+avq_cli_parse_device (const char *name, AvqDevice *device, GError **error)
+{
+  *device = AVQ_DEVICE_AUTO;
+  if (name == NULL || avq_device_from_string (name, device))
+    return TRUE;
+  g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+               "--device must be auto, cpu or cuda, not \"%s\"", name);
+  return FALSE;
+}
+
+void
+avq_cli_report_device (const char *cmd, const AvqEngine *engine)
+{
+  if (avq_engine_device (engine) == AVQ_DEVICE_CUDA)
+    g_printerr ("avq %s: %s\n", cmd, avq_engine_device_description (engine));
+}
+
+gboolean
 avq_cli_parse_threads (int threads, GError **error)
 {
   if (threads < 0 || threads > 1024) {

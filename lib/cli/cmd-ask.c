@@ -28,6 +28,7 @@ avq_cmd_ask (int argc, char **argv)
   g_autofree char *model_dir = NULL, *avq_path = NULL, *question = NULL,
                   *mode_name = NULL, *system_prompt = NULL;
   int max_new_tokens = 64, threads = 0, seed = 0;
+  g_autofree char *device_name = NULL;
   double temperature = 0, top_p = 1;
   gboolean print_ids = FALSE;
   GOptionEntry entries[] = {
@@ -42,6 +43,7 @@ avq_cmd_ask (int argc, char **argv)
     { "preprocess", 'p', 0, G_OPTION_ARG_STRING, &mode_name, "Preprocessing of an image input: crop (default) or pad", "crop|pad" },
     { "print-ids", 0, 0, G_OPTION_ARG_NONE, &print_ids, "After the answer, print the generated ids on one line", NULL },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (0: automatic)", "N" },
+    { "device", 0, 0, G_OPTION_ARG_STRING, &device_name, AVQ_CLI_DEVICE_HELP, "auto|cpu|cuda" },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr (GOptionContext) context =
@@ -65,6 +67,9 @@ avq_cmd_ask (int argc, char **argv)
     return avq_cli_usage_error (context, "ask", "--preprocess must be crop or pad");
   if (!avq_cli_parse_threads (threads, &error))
     return avq_cli_usage_error (context, "ask", error->message);
+  AvqDevice device;
+  if (!avq_cli_parse_device (device_name, &device, &error))
+    return avq_cli_usage_error (context, "ask", error->message);
 
   gboolean is_image = FALSE;
   if (!avq_cli_is_image_file (argv[1], &is_image, &error))
@@ -72,10 +77,11 @@ avq_cmd_ask (int argc, char **argv)
   if (!is_image && avq_path == NULL)
     return avq_cli_usage_error (context, "ask", "an AVQ frame file needs --avq (the codebook it was encoded with)");
 
-  AvqAnswererOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads };
+  AvqAnswererOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads, .device = device };
   g_autoptr (AvqAnswerer) answerer = avq_answerer_new (&options, &error);
   if (answerer == NULL)
     return avq_cli_fail ("ask", error);
+  avq_cli_report_device ("ask", avq_answerer_get_engine (answerer));
 
   AvqAskOptions ask;
   avq_ask_options_init (&ask);

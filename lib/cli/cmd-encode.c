@@ -11,12 +11,14 @@ avq_cmd_encode (int argc, char **argv)
 {
   g_autofree char *model_dir = NULL, *avq_path = NULL, *output = NULL, *mode_name = NULL;
   int threads = 0;
+  g_autofree char *device_name = NULL;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model_dir, "LLaVA model directory (hub layout)", "DIR" },
     { "avq", 'a', 0, G_OPTION_ARG_FILENAME, &avq_path, "AVQ file (codebook, DLP, split layer)", "FILE" },
     { "preprocess", 'p', 0, G_OPTION_ARG_STRING, &mode_name, "Preprocessing: crop (HF CLIPImageProcessor, default) or pad (original LLaVA)", "crop|pad" },
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Output file of concatenated AVQ frames", "OUT" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (0: automatic)", "N" },
+    { "device", 0, 0, G_OPTION_ARG_STRING, &device_name, AVQ_CLI_DEVICE_HELP, "auto|cpu|cuda" },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr (GOptionContext) context =
@@ -38,11 +40,15 @@ avq_cmd_encode (int argc, char **argv)
     return avq_cli_usage_error (context, "encode", "--preprocess must be crop or pad");
   if (!avq_cli_parse_threads (threads, &error))
     return avq_cli_usage_error (context, "encode", error->message);
+  AvqDevice device;
+  if (!avq_cli_parse_device (device_name, &device, &error))
+    return avq_cli_usage_error (context, "encode", error->message);
 
-  AvqEngineOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads };
+  AvqEngineOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads, .device = device };
   g_autoptr (AvqEngine) engine = avq_engine_new (&options, &error);
   if (engine == NULL)
     return avq_cli_fail ("encode", error);
+  avq_cli_report_device ("encode", engine);
 
   g_autoptr (GByteArray) out = g_byte_array_new ();
   for (int i = 1; i < argc; i++) {

@@ -13,6 +13,7 @@ avq_cmd_eval (int argc, char **argv)
 {
   g_autofree char *model_dir = NULL, *avq_path = NULL, *mode_name = NULL;
   int threads = 0;
+  g_autofree char *device_name = NULL;
   gboolean as_json = FALSE;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model_dir, "LLaVA model directory", "DIR" },
@@ -20,6 +21,7 @@ avq_cmd_eval (int argc, char **argv)
     { "preprocess", 'p', 0, G_OPTION_ARG_STRING, &mode_name, "crop (default) or pad", "crop|pad" },
     { "json", 0, 0, G_OPTION_ARG_NONE, &as_json, "Print one JSON object instead of a table", NULL },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (0: automatic)", "N" },
+    { "device", 0, 0, G_OPTION_ARG_STRING, &device_name, AVQ_CLI_DEVICE_HELP, "auto|cpu|cuda" },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr (GOptionContext) context = g_option_context_new (
@@ -39,14 +41,18 @@ avq_cmd_eval (int argc, char **argv)
     return avq_cli_usage_error (context, "eval", "--preprocess must be crop or pad");
   if (!avq_cli_parse_threads (threads, &error))
     return avq_cli_usage_error (context, "eval", error->message);
+  AvqDevice device;
+  if (!avq_cli_parse_device (device_name, &device, &error))
+    return avq_cli_usage_error (context, "eval", error->message);
 
   g_autoptr (GPtrArray) paths = g_ptr_array_new_with_free_func (g_free);
   if (!avq_cli_collect_images (argv + 1, argc - 1, paths, &error))
     return avq_cli_fail ("eval", error);
-  AvqEngineOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads };
+  AvqEngineOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads, .device = device };
   g_autoptr (AvqEngine) engine = avq_engine_new (&options, &error);
   if (engine == NULL)
     return avq_cli_fail ("eval", error);
+  avq_cli_report_device ("eval", engine);
   g_autoptr (AvqFidelityMeter) meter = avq_fidelity_meter_new (engine, avq_path, &error);
   if (meter == NULL)
     return avq_cli_fail ("eval", error);

@@ -14,12 +14,14 @@ avq_cmd_features (int argc, char **argv)
 {
   g_autofree char *model_dir = NULL, *avq_path = NULL, *output = NULL, *mode_name = NULL;
   int threads = 0;
+  g_autofree char *device_name = NULL;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model_dir, "LLaVA model directory (hub layout)", "DIR" },
     { "avq", 'a', 0, G_OPTION_ARG_FILENAME, &avq_path, "AVQ file: inputs are AVQ frame files; without it inputs are images (unsplit path)", "FILE" },
     { "preprocess", 'p', 0, G_OPTION_ARG_STRING, &mode_name, "Preprocessing of image inputs: crop (default) or pad", "crop|pad" },
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Output safetensors file", "OUT.safetensors" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (0: automatic)", "N" },
+    { "device", 0, 0, G_OPTION_ARG_STRING, &device_name, AVQ_CLI_DEVICE_HELP, "auto|cpu|cuda" },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr (GOptionContext) context =
@@ -39,11 +41,15 @@ avq_cmd_features (int argc, char **argv)
     return avq_cli_usage_error (context, "features", "--preprocess must be crop or pad");
   if (!avq_cli_parse_threads (threads, &error))
     return avq_cli_usage_error (context, "features", error->message);
+  AvqDevice device;
+  if (!avq_cli_parse_device (device_name, &device, &error))
+    return avq_cli_usage_error (context, "features", error->message);
 
-  AvqEngineOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads };
+  AvqEngineOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads, .device = device };
   g_autoptr (AvqEngine) engine = avq_engine_new (&options, &error);
   if (engine == NULL)
     return avq_cli_fail ("features", error);
+  avq_cli_report_device ("features", engine);
 
   const guint rows = avq_engine_feature_tokens (engine);
   const guint cols = avq_engine_feature_dim (engine);

@@ -6,6 +6,7 @@
 #include "avq-codebook.h"
 #include "avq-error.h"
 #include "avq-kmeans.h"
+#include "avq-ops.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -20,9 +21,12 @@ typedef struct {
 static void
 print_iteration (const AvqKmeansIterStats *s, gpointer data)
 {
-  (void) data;
-  g_printerr ("iteration %u: mse %.6g, relative change %.3g, %.2f s", s->iteration,
-              s->mse, s->rel_change, s->seconds);
+  const gsize dim = *(const gsize *) data;
+  /* k-means works in squared distance per token; `avq eval` reports the
+   * same error per element (quant_mse): print both. */
+  g_printerr ("iteration %u: squared error %.6g per token (%.6g per element), "
+              "relative change %.3g, %.2f s", s->iteration, s->mse, s->mse / dim,
+              s->rel_change, s->seconds);
   if (s->reseeded)
     g_printerr (", %u empty clusters re-seeded", s->reseeded);
   g_printerr ("\n");
@@ -102,7 +106,7 @@ avq_cmd_train_codebook (int argc, char **argv)
 {
   g_autofree char *model_dir = NULL, *output = NULL, *residual_name = NULL, *mode_name = NULL;
   int layer = -1, side_bits = -1, codebook_size = 4096, iters = 20, threads = 0;
-  gint64 max_tokens = 1 << 18, seed = 0;
+  gint64 max_tokens = -1, seed = 0;
   double tol = 1e-4;
   gboolean stream = FALSE;
   g_autofree char *device = NULL;
@@ -119,7 +123,7 @@ avq_cmd_train_codebook (int argc, char **argv)
     { "seed", 's', 0, G_OPTION_ARG_INT64, &seed, "Random seed (sampling, k-means++)", "S" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Compute threads (0: automatic)", "T" },
     { "preprocess", 'p', 0, G_OPTION_ARG_STRING, &mode_name, "crop (default) or pad, as the encoder will use", "crop|pad" },
-    { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (the CUDA backend is not built yet)", "cpu" },
+    { "device", 0, 0, G_OPTION_ARG_STRING, &device, "auto (the default), cpu or cuda; k-means and the feature extraction run on the CPU in this version, so auto means cpu and cuda is refused", "auto|cpu|cuda" },
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Output AVQ file", "OUT.safetensors" },
     G_OPTION_ENTRY_NULL
   };
@@ -137,8 +141,20 @@ avq_cmd_train_codebook (int argc, char **argv)
     return avq_cli_usage_error (context, "train-codebook", "--layer is required (0 or more)");
   if (argc < 2)
     return avq_cli_usage_error (context, "train-codebook", "no inputs given");
-  if (device != NULL && strcmp (device, "cpu") != 0)
-    return avq_cli_usage_error (context, "train-codebook", "--device: only cpu is available in this build");
+  AvqDevice dev;
+  if (!avq_cli_parse_device (device, &dev, &error))
+    return avq_cli_usage_error (context, "train-codebook", error->message);
+  if (dev == AVQ_DEVICE_CUDA) {
+    /* Say why: unavailable here, or available but not used by training. */
+    if (avq_cuda_available (&error))
+      g_set_error (&error, AVQ_ERROR, AVQ_ERROR_UNSUPPORTED,
+                   "--device cuda: codebook training has no CUDA path yet "
+                   "(the CUDA backend covers encode, features, ask and eval); "
+                   "use --device cpu");
+    else
+      g_prefix_error (&error, "--device cuda requested but unavailable: ");
+    return avq_cli_fail ("train-codebook", error);
+  }
   AvqResidualMode residual = layer == 0 ? AVQ_RESIDUAL_DERIVE : AVQ_RESIDUAL_SIDE;
   if (residual_name != NULL) {
     if (strcmp (residual_name, "derive") == 0)
@@ -163,6 +179,11 @@ avq_cmd_train_codebook (int argc, char **argv)
                                 error ? error->message : "--codebook-size must be a power of two");
   if (iters < 1)
     return avq_cli_usage_error (context, "train-codebook", "--iters must be at least 1");
+  if (stream && max_tokens != -1)
+    return avq_cli_usage_error (context, "train-codebook",
+                                "--max-tokens samples tokens in memory; --stream uses every token");
+  if (max_tokens == -1)
+    max_tokens = 1 << 18;
   if (max_tokens < 1)
     return avq_cli_usage_error (context, "train-codebook", "--max-tokens must be at least 1");
   if (!(tol >= 0))
@@ -176,6 +197,8 @@ avq_cmd_train_codebook (int argc, char **argv)
   g_autoptr (GPtrArray) paths = g_ptr_array_new_with_free_func (g_free);
   if (!avq_cli_collect_images (argv + 1, argc - 1, paths, &error))
     return avq_cli_fail ("train-codebook", error);
+  /* Feature extraction runs the vision tower: it honours --threads too. */
+  avq_set_compute_threads (threads);
   g_autoptr (AvqModel) model = avq_model_open (model_dir, &error);
   if (model == NULL)
     return avq_cli_fail ("train-codebook", error);
@@ -201,6 +224,7 @@ avq_cmd_train_codebook (int argc, char **argv)
   opts.seed = (guint64) seed;
   opts.threads = threads;
   opts.progress = print_iteration;
+  opts.progress_data = &x.dim;
   g_printerr ("train-codebook: %u images, layer %d, K = %d, D = %" G_GSIZE_FORMAT ", %s\n",
               paths->len, layer, codebook_size, x.dim, stream ? "streaming" : "in memory");
 
@@ -221,7 +245,9 @@ avq_cmd_train_codebook (int argc, char **argv)
   if (!avq_codebook_write (output, codebook, codebook_size, x.dim, layer, residual,
                            side_bits, &error))
     return avq_cli_fail ("train-codebook", error);
-  g_printerr ("train-codebook: %u iterations (%s), mse %.6g -> %s\n", result.iterations,
-              result.converged ? "converged" : "iteration limit", result.mse, output);
+  g_printerr ("train-codebook: %u iterations (%s), k-means++ %.1f s, squared error %.6g per "
+              "token -> %s\n", result.iterations,
+              result.converged ? "converged" : "iteration limit", result.init_seconds,
+              result.mse, output);
   return 0;
 }

@@ -643,11 +643,12 @@ typedef struct
 {
   GMutex lock;
   GCond cond;
+  guint hold_at, seen;          /* hold the hold_at-th frame (from 0) */
   gboolean blocked, released;
 } Gate;
 
-/* Holds the first encoded frame in the encoder's streaming task until the
- * test releases it: frames arriving meanwhile must replace each other. */
+/* Holds an encoded frame in the encoder's streaming task until the test
+ * releases it: frames arriving meanwhile wait in the mailbox. */
 static GstPadProbeReturn
 gate_probe (GstPad * pad, GstPadProbeInfo * info, gpointer data)
 {
@@ -656,6 +657,8 @@ gate_probe (GstPad * pad, GstPadProbeInfo * info, gpointer data)
   (void) pad;
   (void) info;
 
+  if (g->seen++ < g->hold_at)
+    return GST_PAD_PROBE_OK;
   g_mutex_lock (&g->lock);
   g->blocked = TRUE;
   g_cond_broadcast (&g->cond);
@@ -717,6 +720,7 @@ run_live (gboolean hold_encoder, guint n)
   g_mutex_init (&gate.lock);
   g_cond_init (&gate.cond);
   gate.blocked = gate.released = FALSE;
+  gate.hold_at = gate.seen = 0;
   if (hold_encoder)
     gst_pad_add_probe (srcpad, GST_PAD_PROBE_TYPE_BUFFER, gate_probe, &gate,
         NULL);
@@ -810,25 +814,66 @@ GST_START_TEST (test_live_free_running)
 
 GST_END_TEST;
 
-/* Downstream returning EOS early (identity eos-after) must not leave a
- * waiting frame blocking the EOS event: the pipeline still ends. */
+/* Downstream returning EOS (identity eos-after=2: on the second frame)
+ * while another frame waits in the mailbox: the task pauses for good, and
+ * the EOS event upstream then sends must not wait for that frame. The
+ * second frame is held until the third is waiting, so this is
+ * deterministic. */
 GST_START_TEST (test_downstream_eos)
 {
   g_autofree gchar *enc = encoder_desc (avq_names[0], NULL);
-  g_autofree gchar *desc = g_strdup_printf ("videotestsrc num-buffers=20 ! "
-      "video/x-raw,format=RGB,width=64,height=48,framerate=25/1 ! %s ! "
+  g_autofree gchar *desc = g_strdup_printf ("appsrc name=src format=time "
+      "caps=video/x-raw,format=RGB,width=64,height=48,framerate=25/1 ! %s ! "
       "identity eos-after=2 ! fakesink sync=false", enc);
   GstElement *pipeline = gst_parse_launch (desc, NULL);
+  GstElement *src = gst_bin_get_by_name (GST_BIN (pipeline), "src");
+  GstElement *encoder = gst_bin_get_by_name (GST_BIN (pipeline), "enc");
+  GstPad *srcpad = gst_element_get_static_pad (encoder, "src");
+  GstVideoInfo info;
   GstMessage *msg;
+  Gate gate = { .hold_at = 1 };
 
-  fail_unless (pipeline != NULL);
+  g_mutex_init (&gate.lock);
+  g_cond_init (&gate.cond);
+  gst_pad_add_probe (srcpad, GST_PAD_PROBE_TYPE_BUFFER, gate_probe, &gate,
+      NULL);
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, 64, 48);
   fail_unless (gst_element_set_state (pipeline, GST_STATE_PLAYING)
       != GST_STATE_CHANGE_FAILURE);
+  for (guint i = 0; i < 5; i++)
+    fail_unless_equals_int (gst_app_src_push_buffer (GST_APP_SRC (src),
+            make_rgb_buffer (&info, i, i * FRAME_DURATION, FRAME_DURATION)),
+        GST_FLOW_OK);
+  fail_unless_equals_int (gst_app_src_end_of_stream (GST_APP_SRC (src)),
+      GST_FLOW_OK);
+  /* frame 1 is held on its way out, frame 2 waits in the mailbox (the
+   * chain function has taken frame 3) */
+  fail_unless (wait_stats (encoder, "frames-in", 4), "frames-in %"
+      G_GUINT64_FORMAT ", encoded %" G_GUINT64_FORMAT ", probe saw %u",
+      stats_get (encoder, "frames-in"), stats_get (encoder, "frames-encoded"),
+      gate.seen);
+  g_mutex_lock (&gate.lock);
+  {
+    gint64 deadline = g_get_monotonic_time () + 30 * G_TIME_SPAN_SECOND;
+    while (!gate.blocked)
+      if (!g_cond_wait_until (&gate.cond, &gate.lock, deadline))
+        break;
+  }
+  fail_unless (gate.blocked);
+  gate.released = TRUE;
+  g_cond_broadcast (&gate.cond);
+  g_mutex_unlock (&gate.lock);
+
   msg = wait_eos (pipeline);
   fail_unless (msg != NULL, "EOS did not arrive: hang");
   fail_unless_equals_int (GST_MESSAGE_TYPE (msg), GST_MESSAGE_EOS);
   gst_message_unref (msg);
   gst_element_set_state (pipeline, GST_STATE_NULL);
+  g_mutex_clear (&gate.lock);
+  g_cond_clear (&gate.cond);
+  gst_object_unref (srcpad);
+  gst_object_unref (encoder);
+  gst_object_unref (src);
   gst_object_unref (pipeline);
 }
 

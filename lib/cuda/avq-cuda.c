@@ -1,0 +1,886 @@
+/* The CUDA backend of the vision half: memory, uploads, cuBLAS calls and the
+ * order of each forward pass. Kernels live in avq-cuda-kernels.cu.
+ *
+ * Matrices are row-major as everywhere in the project. cuBLAS is
+ * column-major, so Y[n, out] = X[n, in] W^T (W stored [out, in]) is issued
+ * as the column-major product Y^T = op_T(W) X^T: m = out, n = n, k = in,
+ * A = W (lda = in), B = X (ldb = ldx), C = Y (ldc = ldy). */
+#include "avq-cuda.h"
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <string.h>
+#include "avq-cuda-kernels.h"
+#include "avq-error.h"
+
+#define VM "vision_tower.vision_model."
+
+/* Pinned staging for weight uploads: two buffers, so that converting the
+ * next chunk overlaps the copy of the previous one. */
+#define STAGING_BYTES (8u << 20)
+
+static gboolean
+cuda_failed (cudaError_t e, const char *call, GError **error)
+{
+  g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE, "CUDA: %s failed: %s (%s)",
+               call, cudaGetErrorName (e), cudaGetErrorString (e));
+  return FALSE;
+}
+
+static gboolean
+cublas_failed (cublasStatus_t s, const char *call, GError **error)
+{
+  g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE, "cuBLAS: %s failed: %s",
+               call, cublasGetStatusString (s));
+  return FALSE;
+}
+
+/* Every CUDA and cuBLAS call goes through one of these; the GError names
+ * the call as written. */
+#define CK(call)                                                        \
+  do {                                                                  \
+    cudaError_t ck_e_ = (call);                                         \
+    if (ck_e_ != cudaSuccess)                                           \
+      return cuda_failed (ck_e_, #call, error);                         \
+  } while (0)
+#define CKB(call)                                                       \
+  do {                                                                  \
+    cublasStatus_t ck_s_ = (call);                                      \
+    if (ck_s_ != CUBLAS_STATUS_SUCCESS)                                 \
+      return cublas_failed (ck_s_, #call, error);                       \
+  } while (0)
+
+gboolean
+avq_cuda_probe (GError **error)
+{
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount (&n);
+  if (e != cudaSuccess) {
+    const char *why = "";
+    if (e == cudaErrorInsufficientDriver)
+      why = "; no usable NVIDIA driver (libcuda.so.1) is installed, or it is "
+            "older than this CUDA runtime";
+    else if (e == cudaErrorNoDevice)
+      why = "; the driver sees no GPU";
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE,
+                 "CUDA: cudaGetDeviceCount failed: %s (%s)%s",
+                 cudaGetErrorName (e), cudaGetErrorString (e), why);
+    return FALSE;
+  }
+  if (n < 1) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE,
+                 "CUDA: cudaGetDeviceCount found no CUDA device");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+typedef struct {
+  float *ln1_w, *ln1_b, *ln2_w, *ln2_b;   /* fp32 [D] */
+  guint16 *qkv_w;                         /* fp16 [3D, D] */
+  float *qkv_b;                           /* [3D] */
+  guint16 *out_w;                         /* [D, D] */
+  float *out_b;
+  guint16 *fc1_w;                         /* [I, D] */
+  float *fc1_b;                           /* [I] */
+  guint16 *fc2_w;                         /* [D, I] */
+  float *fc2_b;
+} CudaLayer;
+
+struct _AvqCudaVision {
+  /* geometry (copied from the tower / quantiser) */
+  int D, I, H, C, S, P, G, T, Tp, patch_dim, F, layers_run;
+  float eps;
+  int act;
+  gboolean select_cls;
+  int proj_out, proj_act;
+  gboolean proj_bias;
+
+  int device;
+  char *device_name;
+  cudaStream_t stream;
+  cublasHandle_t blas;
+  GPtrArray *allocations;   /* device pointers to cudaFree */
+
+  void *staging[2];         /* pinned */
+  cudaEvent_t staged[2];
+  int next_staging;
+  float *convert;           /* host scratch for dtype conversion */
+  guint64 weight_bytes;
+  gint64 upload_us;
+
+  /* weights */
+  guint16 *patch_w;         /* [D, patch_dim] */
+  float *pos, *cls, *pre_w, *pre_b;
+  int n_layers;
+  CudaLayer *layers;
+  gboolean have_projector;
+  guint16 *p_w1, *p_w2;     /* [O, D], [O, O] */
+  float *p_b1, *p_b2;
+
+  /* quantiser */
+  gboolean have_q;
+  int q_layer, K, side_bits;
+  gboolean q_derive;
+  float in_scale, out_scale;
+  float *codebook, *sqnorm;        /* fp32 [K, D], [K] */
+  guint16 *in_w, *out_w;           /* fp16 [D, D] */
+  float *in_b, *out_b, *q_ln1_w, *q_ln1_b, *q_pre_w;
+  double *qq;                      /* [D] */
+  double dB, dC, dR;
+
+  /* activations */
+  float *d_pixels;
+  guint16 *patches;
+  float *x, *z32, *tmp32;
+  guint16 *z16;
+  float *qkv32;
+  guint16 *qkv16;
+  float *scores;
+  guint16 *probs;
+  guint16 *attn16;
+  float *mlp32;
+  guint16 *mlp16;
+  float *mean, *sigma, *qscores, *margin, *range;
+  gint32 *idx, *codes;
+  guint16 *sel16, *ptmp16;
+  float *ptmp32, *pout;
+
+  /* pinned host mirrors for per-frame transfers */
+  float *h_pixels;
+  gint32 *h_idx, *h_codes;
+  float *h_margin, *h_range, *h_out;
+  gsize h_out_floats;
+};
+
+/* The current device is per host thread, and an engine may be created on
+ * one thread and run on another (a GStreamer streaming thread). */
+static gboolean
+enter (AvqCudaVision *cv, GError **error)
+{
+  CK (cudaSetDevice (cv->device));
+  return TRUE;
+}
+
+static gboolean
+dev_alloc (AvqCudaVision *cv, void **ptr, gsize bytes, GError **error)
+{
+  *ptr = NULL;
+  CK (cudaMalloc (ptr, MAX (bytes, 16)));
+  g_ptr_array_add (cv->allocations, *ptr);
+  return TRUE;
+}
+
+#define DEV_ALLOC(field, type, count)                                     \
+  dev_alloc (cv, (void **) &(field), sizeof (type) * (gsize) (count), error)
+
+void
+avq_cuda_vision_free (AvqCudaVision *cv)
+{
+  if (cv == NULL)
+    return;
+  /* Teardown errors cannot be reported; a failed stream sync here only
+   * means the frees below wait in the driver instead. */
+  if (cv->stream)
+    (void) cudaStreamSynchronize (cv->stream);
+  if (cv->allocations) {
+    for (guint i = 0; i < cv->allocations->len; i++)
+      (void) cudaFree (g_ptr_array_index (cv->allocations, i));
+    g_ptr_array_free (cv->allocations, TRUE);
+  }
+  for (int i = 0; i < 2; i++) {
+    if (cv->staging[i])
+      (void) cudaFreeHost (cv->staging[i]);
+    if (cv->staged[i])
+      (void) cudaEventDestroy (cv->staged[i]);
+  }
+  if (cv->h_pixels)
+    (void) cudaFreeHost (cv->h_pixels);
+  if (cv->h_idx)
+    (void) cudaFreeHost (cv->h_idx);
+  if (cv->h_codes)
+    (void) cudaFreeHost (cv->h_codes);
+  if (cv->h_margin)
+    (void) cudaFreeHost (cv->h_margin);
+  if (cv->h_range)
+    (void) cudaFreeHost (cv->h_range);
+  if (cv->h_out)
+    (void) cudaFreeHost (cv->h_out);
+  if (cv->blas)
+    (void) cublasDestroy (cv->blas);
+  if (cv->stream)
+    (void) cudaStreamDestroy (cv->stream);
+  g_free (cv->layers);
+  g_free (cv->convert);
+  g_free (cv->device_name);
+  g_free (cv);
+}
+
+/* Copies `n` elements to `dst` on the device, as fp16 when `to_half`, else
+ * fp32. The source is a tensor of the mapped model (any float dtype) or,
+ * when `t` is NULL, host floats. Goes through the pinned staging buffers in
+ * chunks; a staging buffer is refilled only after its previous copy has
+ * completed (its event). */
+static gboolean
+upload (AvqCudaVision *cv, const AvqTensor *t, const float *host, gsize n,
+        void *dst, gboolean to_half, GError **error)
+{
+  const gsize esize = to_half ? 2 : 4;
+  const gsize chunk = STAGING_BYTES / 4;   /* elements per chunk (fp32 worst) */
+  gint64 t0 = g_get_monotonic_time ();
+  for (gsize off = 0; off < n; off += chunk) {
+    gsize m = MIN (chunk, n - off);
+    int b = cv->next_staging;
+    cv->next_staging ^= 1;
+    CK (cudaEventSynchronize (cv->staged[b]));
+    void *stage = cv->staging[b];
+    if (t != NULL && to_half && t->dtype == AVQ_DTYPE_F16) {
+      memcpy (stage, (const guint8 *) t->data + off * 2, m * 2);
+    } else if (t != NULL && !to_half && t->dtype == AVQ_DTYPE_F32) {
+      memcpy (stage, (const guint8 *) t->data + off * 4, m * 4);
+    } else {
+      const float *src;
+      if (t != NULL) {
+        float *f = to_half ? cv->convert : stage;
+        avq_tensor_read_f32 (t, off, m, f);
+        src = f;
+      } else {
+        src = host + off;
+      }
+      if (to_half) {
+        guint16 *h = stage;
+        for (gsize i = 0; i < m; i++)
+          h[i] = avq_float_to_half (src[i]);
+      } else if (src != stage) {
+        memcpy (stage, src, m * 4);
+      }
+    }
+    CK (cudaMemcpyAsync ((guint8 *) dst + off * esize, stage, m * esize,
+                         cudaMemcpyHostToDevice, cv->stream));
+    CK (cudaEventRecord (cv->staged[b], cv->stream));
+  }
+  cv->weight_bytes += n * esize;
+  cv->upload_us += g_get_monotonic_time () - t0;
+  return TRUE;
+}
+
+/* A model tensor of the given shape (already validated by the CPU loader's
+ * checks, looked up again here for its data). */
+static const AvqTensor *
+model_tensor (const AvqModel *model, int ndim, const gint64 *shape,
+              GError **error, const char *name)
+{
+  return avq_model_require (model, ndim, shape, error, "%s", name);
+}
+
+static gboolean
+upload_model (AvqCudaVision *cv, const AvqModel *model, const char *name,
+              int ndim, const gint64 *shape, void **dst, gboolean to_half,
+              GError **error)
+{
+  const AvqTensor *t = model_tensor (model, ndim, shape, error, name);
+  if (t == NULL)
+    return FALSE;
+  gsize n = avq_tensor_numel (t);
+  if (!dev_alloc (cv, dst, n * (to_half ? 2 : 4), error))
+    return FALSE;
+  return upload (cv, t, NULL, n, *dst, to_half, error);
+}
+
+static gboolean
+upload_layer (AvqCudaVision *cv, const AvqModel *model, int i, CudaLayer *l,
+              GError **error)
+{
+  const gint64 D = cv->D, I = cv->I;
+  const gint64 vd[1] = { D }, vi[1] = { I };
+  const gint64 dd[2] = { D, D }, id[2] = { I, D }, di[2] = { D, I };
+  char name[160];
+
+#define UP(field, nd, shape, half, suffix)                                   \
+  do {                                                                       \
+    g_snprintf (name, sizeof name, VM "encoder.layers.%d." suffix, i);       \
+    if (!upload_model (cv, model, name, nd, shape, (void **) &(field), half, \
+                       error))                                               \
+      return FALSE;                                                          \
+  } while (0)
+
+  UP (l->ln1_w, 1, vd, FALSE, "layer_norm1.weight");
+  UP (l->ln1_b, 1, vd, FALSE, "layer_norm1.bias");
+  UP (l->ln2_w, 1, vd, FALSE, "layer_norm2.weight");
+  UP (l->ln2_b, 1, vd, FALSE, "layer_norm2.bias");
+  UP (l->out_w, 2, dd, TRUE, "self_attn.out_proj.weight");
+  UP (l->out_b, 1, vd, FALSE, "self_attn.out_proj.bias");
+  UP (l->fc1_w, 2, id, TRUE, "mlp.fc1.weight");
+  UP (l->fc1_b, 1, vi, FALSE, "mlp.fc1.bias");
+  UP (l->fc2_w, 2, di, TRUE, "mlp.fc2.weight");
+  UP (l->fc2_b, 1, vd, FALSE, "mlp.fc2.bias");
+#undef UP
+
+  /* q, k and v stacked into one [3D, D] weight: one GEMM per layer. */
+  if (!DEV_ALLOC (l->qkv_w, guint16, 3 * D * D) ||
+      !DEV_ALLOC (l->qkv_b, float, 3 * D))
+    return FALSE;
+  static const char *const parts[3] = { "q_proj", "k_proj", "v_proj" };
+  for (int p = 0; p < 3; p++) {
+    g_snprintf (name, sizeof name, VM "encoder.layers.%d.self_attn.%s.weight",
+                i, parts[p]);
+    const AvqTensor *w = model_tensor (model, 2, dd, error, name);
+    if (w == NULL || !upload (cv, w, NULL, (gsize) (D * D),
+                              l->qkv_w + (gsize) p * D * D, TRUE, error))
+      return FALSE;
+    g_snprintf (name, sizeof name, VM "encoder.layers.%d.self_attn.%s.bias",
+                i, parts[p]);
+    const AvqTensor *b = model_tensor (model, 1, vd, error, name);
+    if (b == NULL || !upload (cv, b, NULL, (gsize) D, l->qkv_b + p * D, FALSE,
+                              error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+upload_layers (AvqCudaVision *cv, const AvqModel *model, int n_layers,
+               GError **error)
+{
+  if (n_layers <= cv->n_layers)
+    return TRUE;
+  cv->layers = g_renew (CudaLayer, cv->layers, n_layers);
+  memset (cv->layers + cv->n_layers, 0,
+          sizeof (CudaLayer) * (n_layers - cv->n_layers));
+  for (int i = cv->n_layers; i < n_layers; i++) {
+    /* Device memory of a half-uploaded layer stays in `allocations` and is
+     * freed with the context. */
+    if (!upload_layer (cv, model, i, &cv->layers[i], error))
+      return FALSE;
+    cv->n_layers = i + 1;
+  }
+  return TRUE;
+}
+
+static gboolean
+upload_quantizer (AvqCudaVision *cv, const AvqQuantizer *q, GError **error)
+{
+  const gsize D = q->dim, K = q->codebook_size;
+  cv->have_q = TRUE;
+  cv->q_layer = q->layer;
+  cv->K = q->codebook_size;
+  cv->side_bits = (int) q->side_bits;
+  cv->q_derive = q->residual == AVQ_RESIDUAL_DERIVE;
+  cv->in_scale = q->in_scale;
+  cv->out_scale = q->out_scale;
+  if (!DEV_ALLOC (cv->codebook, float, K * D) ||
+      !DEV_ALLOC (cv->sqnorm, float, K) ||
+      !DEV_ALLOC (cv->in_w, guint16, D * D) ||
+      !DEV_ALLOC (cv->out_w, guint16, D * D) ||
+      !DEV_ALLOC (cv->in_b, float, D) || !DEV_ALLOC (cv->out_b, float, D) ||
+      !DEV_ALLOC (cv->q_ln1_w, float, D) || !DEV_ALLOC (cv->q_ln1_b, float, D))
+    return FALSE;
+  if (!upload (cv, NULL, q->codebook, K * D, cv->codebook, FALSE, error) ||
+      !upload (cv, NULL, q->codebook_sqnorm, K, cv->sqnorm, FALSE, error) ||
+      !upload (cv, NULL, q->in_w, D * D, cv->in_w, TRUE, error) ||
+      !upload (cv, NULL, q->out_w, D * D, cv->out_w, TRUE, error) ||
+      !upload (cv, NULL, q->in_b, D, cv->in_b, FALSE, error) ||
+      !upload (cv, NULL, q->out_b, D, cv->out_b, FALSE, error) ||
+      !upload (cv, NULL, q->ln1_w, D, cv->q_ln1_w, FALSE, error) ||
+      !upload (cv, NULL, q->ln1_b, D, cv->q_ln1_b, FALSE, error))
+    return FALSE;
+  if (cv->q_derive) {
+    /* The per-model constants of the closed form, exactly as the CPU's
+     * derive_residual computes them. */
+    g_autofree double *qq = g_new (double, D);
+    double B = 0, C = 0, R = 0;
+    for (gsize c = 0; c < D; c++) {
+      B += 1.0 / q->pre_w[c];
+      C += (double) q->pre_b[c] / q->pre_w[c];
+    }
+    B /= (double) D;
+    C /= (double) D;
+    for (gsize c = 0; c < D; c++) {
+      double b = 1.0 / q->pre_w[c], cc = (double) q->pre_b[c] / q->pre_w[c];
+      qq[c] = (C / B) * b - cc;
+      R += qq[c] * qq[c];
+    }
+    R = R / (double) D - 1.0;
+    cv->dB = B;
+    cv->dC = C;
+    cv->dR = R;
+    if (!DEV_ALLOC (cv->qq, double, D) || !DEV_ALLOC (cv->q_pre_w, float, D) ||
+        !upload (cv, NULL, q->pre_w, D, cv->q_pre_w, FALSE, error))
+      return FALSE;
+    /* Doubles do not go through the float staging path. */
+    CK (cudaMemcpy (cv->qq, qq, sizeof (double) * D, cudaMemcpyHostToDevice));
+  }
+  const gsize T = cv->T;
+  if (!DEV_ALLOC (cv->mean, float, T) || !DEV_ALLOC (cv->sigma, float, T) ||
+      !DEV_ALLOC (cv->qscores, float, T * K) ||
+      !DEV_ALLOC (cv->margin, float, T) || !DEV_ALLOC (cv->range, float, 4) ||
+      !DEV_ALLOC (cv->idx, gint32, T) || !DEV_ALLOC (cv->codes, gint32, 2 * T))
+    return FALSE;
+  CK (cudaMallocHost ((void **) &cv->h_idx, sizeof (gint32) * T));
+  CK (cudaMallocHost ((void **) &cv->h_codes, sizeof (gint32) * 2 * T));
+  CK (cudaMallocHost ((void **) &cv->h_margin, sizeof (float) * T));
+  CK (cudaMallocHost ((void **) &cv->h_range, sizeof (float) * 4));
+  return TRUE;
+}
+
+static gboolean
+init_context (AvqCudaVision *cv, int device_ordinal, GError **error)
+{
+  if (!avq_cuda_probe (error))
+    return FALSE;
+  if (device_ordinal < 0)
+    CK (cudaGetDevice (&device_ordinal));
+  CK (cudaSetDevice (device_ordinal));
+  cv->device = device_ordinal;
+  struct cudaDeviceProp prop;
+  CK (cudaGetDeviceProperties (&prop, device_ordinal));
+  cv->device_name = g_strdup_printf ("%s (sm_%d%d, %.1f GiB)", prop.name,
+                                     prop.major, prop.minor,
+                                     prop.totalGlobalMem / (1024.0 * 1024 * 1024));
+  CK (cudaStreamCreateWithFlags (&cv->stream, cudaStreamNonBlocking));
+  CKB (cublasCreate (&cv->blas));
+  CKB (cublasSetStream (cv->blas, cv->stream));
+  for (int i = 0; i < 2; i++) {
+    CK (cudaMallocHost (&cv->staging[i], STAGING_BYTES));
+    CK (cudaEventCreateWithFlags (&cv->staged[i], cudaEventDisableTiming));
+    /* Recorded once so that the first wait on it returns at once. */
+    CK (cudaEventRecord (cv->staged[i], cv->stream));
+  }
+  cv->convert = g_new (float, STAGING_BYTES / 4);
+  return TRUE;
+}
+
+static gboolean
+alloc_activations (AvqCudaVision *cv, GError **error)
+{
+  const gsize T = cv->T, D = cv->D, I = cv->I, H = cv->H, Tp = cv->Tp;
+  const gsize px = (gsize) cv->C * cv->S * cv->S;
+  if (!DEV_ALLOC (cv->d_pixels, float, px) ||
+      !DEV_ALLOC (cv->patches, guint16, (gsize) cv->G * cv->G * cv->patch_dim) ||
+      !DEV_ALLOC (cv->x, float, T * D) || !DEV_ALLOC (cv->z32, float, T * D) ||
+      !DEV_ALLOC (cv->tmp32, float, T * D) ||
+      !DEV_ALLOC (cv->z16, guint16, T * D) ||
+      !DEV_ALLOC (cv->qkv32, float, T * 3 * D) ||
+      !DEV_ALLOC (cv->qkv16, guint16, T * 3 * D) ||
+      !DEV_ALLOC (cv->scores, float, H * T * Tp) ||
+      !DEV_ALLOC (cv->probs, guint16, H * T * Tp) ||
+      !DEV_ALLOC (cv->attn16, guint16, T * D) ||
+      !DEV_ALLOC (cv->mlp32, float, T * I) ||
+      !DEV_ALLOC (cv->mlp16, guint16, T * I))
+    return FALSE;
+  CK (cudaMallocHost ((void **) &cv->h_pixels, sizeof (float) * px));
+  return TRUE;
+}
+
+AvqCudaVision *
+avq_cuda_vision_new (const AvqModel *model, const AvqVisionTower *tw,
+                     const AvqQuantizer *q, int n_layers, int device_ordinal,
+                     GError **error)
+{
+  g_return_val_if_fail (model != NULL && tw != NULL, NULL);
+  g_autoptr (AvqCudaVision) cv = g_new0 (AvqCudaVision, 1);
+  cv->allocations = g_ptr_array_new ();
+  cv->D = tw->hidden;
+  cv->I = tw->intermediate;
+  cv->H = tw->heads;
+  cv->C = tw->channels;
+  cv->S = tw->image_size;
+  cv->P = tw->patch_size;
+  cv->G = tw->grid;
+  cv->T = tw->tokens;
+  /* Score rows padded to a multiple of 8 halves: tensor-core GEMMs want
+   * 16-byte aligned leading dimensions. */
+  cv->Tp = (tw->tokens + 7) & ~7;
+  cv->patch_dim = tw->patch_dim;
+  cv->F = avq_vision_feature_tokens (tw);
+  cv->layers_run = tw->layers_run;
+  cv->eps = tw->eps;
+  cv->act = (int) tw->act;
+  cv->select_cls = tw->select_cls;
+  cv->proj_out = model->config.text.hidden_size;
+  cv->proj_act = (int) model->config.projector_act;
+  cv->proj_bias = model->config.projector_bias;
+  if (n_layers < 0)
+    n_layers = tw->layers_run;
+
+  if (!init_context (cv, device_ordinal, error) ||
+      !alloc_activations (cv, error))
+    return NULL;
+
+  const gint64 D = cv->D;
+  const gint64 vd[1] = { D };
+  const gint64 conv[4] = { D, cv->C, cv->P, cv->P };
+  const gint64 pos[2] = { cv->T, D };
+  if (!upload_model (cv, model, VM "embeddings.patch_embedding.weight", 4, conv,
+                     (void **) &cv->patch_w, TRUE, error) ||
+      !upload_model (cv, model, VM "embeddings.class_embedding", 1, vd,
+                     (void **) &cv->cls, FALSE, error) ||
+      !upload_model (cv, model, VM "embeddings.position_embedding.weight", 2,
+                     pos, (void **) &cv->pos, FALSE, error) ||
+      !upload_model (cv, model, VM "pre_layrnorm.weight", 1, vd,
+                     (void **) &cv->pre_w, FALSE, error) ||
+      !upload_model (cv, model, VM "pre_layrnorm.bias", 1, vd,
+                     (void **) &cv->pre_b, FALSE, error))
+    return NULL;
+  if (!upload_layers (cv, model, n_layers, error))
+    return NULL;
+  if (q != NULL && !upload_quantizer (cv, q, error))
+    return NULL;
+  /* Uploads are asynchronous: the load time counts until they land. */
+  gint64 t0 = g_get_monotonic_time ();
+  if (cv->stream) {
+    cudaError_t e = cudaStreamSynchronize (cv->stream);
+    if (e != cudaSuccess) {
+      cuda_failed (e, "cudaStreamSynchronize (stream)", error);
+      return NULL;
+    }
+  }
+  cv->upload_us += g_get_monotonic_time () - t0;
+  return g_steal_pointer (&cv);
+}
+
+gboolean
+avq_cuda_vision_ensure_full (AvqCudaVision *cv, const AvqModel *model,
+                             GError **error)
+{
+  if (cv->have_projector && cv->n_layers >= cv->layers_run)
+    return TRUE;
+  if (!enter (cv, error) || !upload_layers (cv, model, cv->layers_run, error))
+    return FALSE;
+  if (!cv->have_projector) {
+    const gint64 O = cv->proj_out, D = cv->D;
+    const gint64 s1[2] = { O, D }, s2[2] = { O, O }, sb[1] = { O };
+    if (!upload_model (cv, model, "multi_modal_projector.linear_1.weight", 2,
+                       s1, (void **) &cv->p_w1, TRUE, error) ||
+        !upload_model (cv, model, "multi_modal_projector.linear_2.weight", 2,
+                       s2, (void **) &cv->p_w2, TRUE, error))
+      return FALSE;
+    if (cv->proj_bias &&
+        (!upload_model (cv, model, "multi_modal_projector.linear_1.bias", 1, sb,
+                        (void **) &cv->p_b1, FALSE, error) ||
+         !upload_model (cv, model, "multi_modal_projector.linear_2.bias", 1, sb,
+                        (void **) &cv->p_b2, FALSE, error)))
+      return FALSE;
+    const gsize F = cv->F;
+    if (!DEV_ALLOC (cv->sel16, guint16, F * D) ||
+        !DEV_ALLOC (cv->ptmp32, float, F * O) ||
+        !DEV_ALLOC (cv->ptmp16, guint16, F * O) ||
+        !DEV_ALLOC (cv->pout, float, F * O))
+      return FALSE;
+    cv->h_out_floats = F * O;
+    CK (cudaMallocHost ((void **) &cv->h_out, sizeof (float) * F * O));
+    gint64 t0 = g_get_monotonic_time ();
+    CK (cudaStreamSynchronize (cv->stream));
+    cv->upload_us += g_get_monotonic_time () - t0;
+    cv->have_projector = TRUE;
+  }
+  return TRUE;
+}
+
+/* ---- GEMMs ------------------------------------------------------------ */
+
+/* Y[n, out] (row stride ldy, fp32 or fp16) = X[n, in] (fp16, stride ldx)
+ * W^T (fp16 [out, in]) + beta Y; fp32 accumulation. */
+static gboolean
+linear16 (AvqCudaVision *cv, int n, int in, int out, const guint16 *x, int ldx,
+          const guint16 *w, float beta, void *y, cudaDataType ytype, int ldy,
+          GError **error)
+{
+  const float alpha = 1.0f;
+  CKB (cublasGemmEx (cv->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &alpha,
+                     w, CUDA_R_16F, in, x, CUDA_R_16F, ldx, &beta, y, ytype,
+                     ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return TRUE;
+}
+
+/* Multi-head attention on qkv16 [T, 3D] -> attn16 [T, D]. Per head h:
+ * S = scale Q_h K_h^T (strided-batched over heads), row softmax, O_h = P V_h.
+ * Row-major S [T, Tp] is the column-major S^T = K_h Q_h^T. */
+static gboolean
+attention (AvqCudaVision *cv, GError **error)
+{
+  const int T = cv->T, D = cv->D, H = cv->H, hd = D / H, Tp = cv->Tp;
+  const float scale = 1.0f / sqrtf ((float) hd), zero = 0.0f, one = 1.0f;
+  const guint16 *q = cv->qkv16, *k = cv->qkv16 + D, *v = cv->qkv16 + 2 * D;
+  CKB (cublasGemmStridedBatchedEx (
+      cv->blas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hd, &scale,
+      k, CUDA_R_16F, 3 * D, hd,
+      q, CUDA_R_16F, 3 * D, hd, &zero,
+      cv->scores, CUDA_R_32F, Tp, (long long) T * Tp, H,
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  CK (avq_cuk_softmax_rows (cv->stream, cv->scores, H * T, T, Tp, cv->probs));
+  /* O^T [hd, T] (ld D, column offset h*hd) = V_h^T [hd, T] P^T [T, T]. */
+  CKB (cublasGemmStridedBatchedEx (
+      cv->blas, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, T, &one,
+      v, CUDA_R_16F, 3 * D, hd,
+      cv->probs, CUDA_R_16F, Tp, (long long) T * Tp, &zero,
+      cv->attn16, CUDA_R_16F, D, hd, H,
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return TRUE;
+}
+
+/* ---- forward pieces ----------------------------------------------------- */
+
+static gboolean
+embed (AvqCudaVision *cv, const float *pixels, GError **error)
+{
+  const gsize px = (gsize) cv->C * cv->S * cv->S;
+  const int D = cv->D, NP = cv->G * cv->G;
+  memcpy (cv->h_pixels, pixels, sizeof (float) * px);
+  CK (cudaMemcpyAsync (cv->d_pixels, cv->h_pixels, sizeof (float) * px,
+                       cudaMemcpyHostToDevice, cv->stream));
+  CK (avq_cuk_im2col (cv->stream, cv->d_pixels, cv->C, cv->S, cv->P, cv->G,
+                      cv->patches));
+  CK (avq_cuk_embed_init (cv->stream, cv->pos, cv->cls, cv->T, D, cv->x));
+  /* The patch GEMM accumulates onto the position embeddings of rows 1.. */
+  if (!linear16 (cv, NP, cv->patch_dim, D, cv->patches, cv->patch_dim,
+                 cv->patch_w, 1.0f, cv->x + D, CUDA_R_32F, D, error))
+    return FALSE;
+  CK (avq_cuk_layernorm (cv->stream, cv->x, cv->T, D, cv->pre_w, cv->pre_b,
+                         cv->eps, cv->x, NULL, NULL, NULL));
+  return TRUE;
+}
+
+/* x <- x + Attn(z16); x <- x + FC2(act(FC1(LN2(x)))). */
+static gboolean
+layer_from_ln1 (AvqCudaVision *cv, int i, GError **error)
+{
+  const CudaLayer *l = &cv->layers[i];
+  const int T = cv->T, D = cv->D, I = cv->I;
+  if (!linear16 (cv, T, D, 3 * D, cv->z16, D, l->qkv_w, 0.0f, cv->qkv32,
+                 CUDA_R_32F, 3 * D, error))
+    return FALSE;
+  CK (avq_cuk_bias_act (cv->stream, cv->qkv32, 3 * D, T, 3 * D, l->qkv_b,
+                        AVQ_CUK_ACT_NONE, NULL, cv->qkv16, 3 * D));
+  if (!attention (cv, error))
+    return FALSE;
+  if (!linear16 (cv, T, D, D, cv->attn16, D, l->out_w, 1.0f, cv->x, CUDA_R_32F,
+                 D, error))
+    return FALSE;
+  CK (avq_cuk_bias_act (cv->stream, cv->x, D, T, D, l->out_b, AVQ_CUK_ACT_NONE,
+                        cv->x, NULL, D));
+  CK (avq_cuk_layernorm (cv->stream, cv->x, T, D, l->ln2_w, l->ln2_b, cv->eps,
+                         NULL, cv->z16, NULL, NULL));
+  if (!linear16 (cv, T, D, I, cv->z16, D, l->fc1_w, 0.0f, cv->mlp32, CUDA_R_32F,
+                 I, error))
+    return FALSE;
+  CK (avq_cuk_bias_act (cv->stream, cv->mlp32, I, T, I, l->fc1_b, cv->act, NULL,
+                        cv->mlp16, I));
+  if (!linear16 (cv, T, I, D, cv->mlp16, I, l->fc2_w, 1.0f, cv->x, CUDA_R_32F,
+                 D, error))
+    return FALSE;
+  CK (avq_cuk_bias_act (cv->stream, cv->x, D, T, D, l->fc2_b, AVQ_CUK_ACT_NONE,
+                        cv->x, NULL, D));
+  return TRUE;
+}
+
+static gboolean
+run_layers (AvqCudaVision *cv, int first, int last, GError **error)
+{
+  for (int i = first; i < last; i++) {
+    const CudaLayer *l = &cv->layers[i];
+    CK (avq_cuk_layernorm (cv->stream, cv->x, cv->T, cv->D, l->ln1_w, l->ln1_b,
+                           cv->eps, NULL, cv->z16, NULL, NULL));
+    if (!layer_from_ln1 (cv, i, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+/* Selected features of x -> projector -> `features` on the host. */
+static gboolean
+project (AvqCudaVision *cv, float *features, GError **error)
+{
+  const int D = cv->D, O = cv->proj_out, F = cv->F;
+  const float *sel = cv->select_cls ? cv->x : cv->x + D;
+  CK (avq_cuk_to_half (cv->stream, sel, (size_t) F * D, cv->sel16));
+  if (!linear16 (cv, F, D, O, cv->sel16, D, cv->p_w1, 0.0f, cv->ptmp32,
+                 CUDA_R_32F, O, error))
+    return FALSE;
+  CK (avq_cuk_bias_act (cv->stream, cv->ptmp32, O, F, O, cv->p_b1, cv->proj_act,
+                        NULL, cv->ptmp16, O));
+  if (!linear16 (cv, F, O, O, cv->ptmp16, O, cv->p_w2, 0.0f, cv->pout,
+                 CUDA_R_32F, O, error))
+    return FALSE;
+  if (cv->p_b2 != NULL)
+    CK (avq_cuk_bias_act (cv->stream, cv->pout, O, F, O, cv->p_b2,
+                          AVQ_CUK_ACT_NONE, cv->pout, NULL, O));
+  CK (cudaMemcpyAsync (cv->h_out, cv->pout, sizeof (float) * cv->h_out_floats,
+                       cudaMemcpyDeviceToHost, cv->stream));
+  CK (cudaStreamSynchronize (cv->stream));
+  memcpy (features, cv->h_out, sizeof (float) * cv->h_out_floats);
+  return TRUE;
+}
+
+static gboolean
+need_layers (AvqCudaVision *cv, int n, GError **error)
+{
+  if (n > cv->n_layers) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "CUDA backend: %d vision layers needed, %d uploaded", n,
+                 cv->n_layers);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+avq_cuda_vision_encode (AvqCudaVision *cv, const float *pixels,
+                        AvqFrame *frame, float *margins, GError **error)
+{
+  g_return_val_if_fail (cv->have_q, FALSE);
+  g_return_val_if_fail (frame->tokens == (guint) cv->T, FALSE);
+  const int T = cv->T, D = cv->D, K = cv->K, L = cv->q_layer;
+  if (!enter (cv, error) || !need_layers (cv, L, error) ||
+      !embed (cv, pixels, error) ||
+      !run_layers (cv, 0, L, error))
+    return FALSE;
+
+  /* z = LN1_L(x_L) with its statistics; u = z + s (z W_in^T + b_in). */
+  CK (avq_cuk_layernorm (cv->stream, cv->x, T, D, cv->q_ln1_w, cv->q_ln1_b,
+                         cv->eps, cv->z32, cv->z16, cv->mean, cv->sigma));
+  if (!linear16 (cv, T, D, D, cv->z16, D, cv->in_w, 0.0f, cv->tmp32, CUDA_R_32F,
+                 D, error))
+    return FALSE;
+  CK (avq_cuk_dlp (cv->stream, cv->z32, cv->tmp32, cv->in_b, cv->in_scale, T, D,
+                   cv->tmp32, NULL));
+  /* scores = u E^T in fp32 (no tensor-core rounding of the inputs), then
+   * the row argmin of ||e||^2 - 2 u.e. */
+  const float one = 1.0f, zero = 0.0f;
+  CKB (cublasGemmEx (cv->blas, CUBLAS_OP_T, CUBLAS_OP_N, K, T, D, &one,
+                     cv->codebook, CUDA_R_32F, D, cv->tmp32, CUDA_R_32F, D,
+                     &zero, cv->qscores, CUDA_R_32F, K, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT));
+  CK (avq_cuk_argmin (cv->stream, cv->qscores, cv->sqnorm, T, K, cv->idx,
+                      cv->margin));
+  CK (cudaMemcpyAsync (cv->h_idx, cv->idx, sizeof (gint32) * T,
+                       cudaMemcpyDeviceToHost, cv->stream));
+  if (margins != NULL)
+    CK (cudaMemcpyAsync (cv->h_margin, cv->margin, sizeof (float) * T,
+                         cudaMemcpyDeviceToHost, cv->stream));
+  if (cv->side_bits > 0) {
+    CK (avq_cuk_side_encode (cv->stream, cv->mean, cv->sigma, T, cv->side_bits,
+                             cv->range, cv->codes));
+    CK (cudaMemcpyAsync (cv->h_codes, cv->codes, sizeof (gint32) * 2 * T,
+                         cudaMemcpyDeviceToHost, cv->stream));
+    CK (cudaMemcpyAsync (cv->h_range, cv->range, sizeof (float) * 4,
+                         cudaMemcpyDeviceToHost, cv->stream));
+  }
+  CK (cudaStreamSynchronize (cv->stream));
+
+  for (int t = 0; t < T; t++)
+    frame->indices[t] = (guint16) cv->h_idx[t];
+  if (margins != NULL)
+    memcpy (margins, cv->h_margin, sizeof (float) * T);
+  if (cv->side_bits > 0) {
+    memcpy (frame->side_range, cv->h_range, sizeof (float) * 4);
+    for (int i = 0; i < 2 * T; i++)
+      frame->side_codes[i] = (guint16) cv->h_codes[i];
+  }
+  return TRUE;
+}
+
+static float
+side_step (float lo, float hi, int bits)
+{
+  return hi == lo ? 1.0f : (hi - lo) / (float) ((1u << bits) - 1);
+}
+
+gboolean
+avq_cuda_vision_decode (AvqCudaVision *cv, const AvqFrame *frame,
+                        float *features, GError **error)
+{
+  g_return_val_if_fail (cv->have_q, FALSE);
+  g_return_val_if_fail (frame->tokens == (guint) cv->T, FALSE);
+  const int T = cv->T, D = cv->D, L = cv->q_layer;
+  if (!cv->have_projector || !need_layers (cv, cv->layers_run, error)) {
+    if (!cv->have_projector)
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "CUDA backend: the projector is not uploaded");
+    return FALSE;
+  }
+  if (!enter (cv, error))
+    return FALSE;
+  for (int t = 0; t < T; t++)
+    cv->h_idx[t] = frame->indices[t];
+  CK (cudaMemcpyAsync (cv->idx, cv->h_idx, sizeof (gint32) * T,
+                       cudaMemcpyHostToDevice, cv->stream));
+  /* q = e_i; zhat = q + s (q W_out^T + b_out). */
+  CK (avq_cuk_gather (cv->stream, cv->codebook, cv->idx, T, D, cv->z32,
+                      cv->z16));
+  if (!linear16 (cv, T, D, D, cv->z16, D, cv->out_w, 0.0f, cv->tmp32,
+                 CUDA_R_32F, D, error))
+    return FALSE;
+  CK (avq_cuk_dlp (cv->stream, cv->z32, cv->tmp32, cv->out_b, cv->out_scale, T,
+                   D, cv->z32, cv->z16));
+  if (cv->q_derive) {
+    CK (avq_cuk_derive_residual (cv->stream, cv->z32, cv->q_ln1_w, cv->q_ln1_b,
+                                 cv->q_pre_w, cv->qq, cv->dB, cv->dC, cv->dR,
+                                 T, D, cv->x));
+  } else {
+    for (int i = 0; i < 2 * T; i++)
+      cv->h_codes[i] = frame->side_codes[i];
+    CK (cudaMemcpyAsync (cv->codes, cv->h_codes, sizeof (gint32) * 2 * T,
+                         cudaMemcpyHostToDevice, cv->stream));
+    const float *r = frame->side_range;
+    CK (avq_cuk_side_residual (cv->stream, cv->z32, cv->codes, r[0],
+                               side_step (r[0], r[1], cv->side_bits), r[2],
+                               side_step (r[2], r[3], cv->side_bits),
+                               cv->q_ln1_w, cv->q_ln1_b, T, D, cv->x));
+  }
+  /* The host mirrors are reused by the next frame: the uploads above must
+   * have left them before this call returns. project() synchronises. */
+  if (!layer_from_ln1 (cv, L, error) ||
+      !run_layers (cv, L + 1, cv->layers_run, error))
+    return FALSE;
+  return project (cv, features, error);
+}
+
+gboolean
+avq_cuda_vision_features (AvqCudaVision *cv, const float *pixels,
+                          float *features, GError **error)
+{
+  if (!cv->have_projector || !need_layers (cv, cv->layers_run, error)) {
+    if (!cv->have_projector)
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "CUDA backend: the projector is not uploaded");
+    return FALSE;
+  }
+  if (!enter (cv, error) || !embed (cv, pixels, error) ||
+      !run_layers (cv, 0, cv->layers_run, error))
+    return FALSE;
+  return project (cv, features, error);
+}
+
+gboolean
+avq_cuda_vision_hidden (AvqCudaVision *cv, const float *pixels, int n_layers,
+                        float *hidden, GError **error)
+{
+  if (n_layers < 0 || !need_layers (cv, n_layers, error) || !enter (cv, error))
+    return FALSE;
+  if (!embed (cv, pixels, error) || !run_layers (cv, 0, n_layers, error))
+    return FALSE;
+  /* A plain (pageable) copy: tests only. */
+  CK (cudaMemcpyAsync (hidden, cv->x, sizeof (float) * cv->T * cv->D,
+                       cudaMemcpyDeviceToHost, cv->stream));
+  CK (cudaStreamSynchronize (cv->stream));
+  return TRUE;
+}
+
+guint64
+avq_cuda_vision_weight_bytes (const AvqCudaVision *cv)
+{
+  return cv->weight_bytes;
+}
+
+double
+avq_cuda_vision_upload_ms (const AvqCudaVision *cv)
+{
+  return cv->upload_us / 1000.0;
+}
+
+const char *
+avq_cuda_vision_device_name (const AvqCudaVision *cv)
+{
+  return cv->device_name;
+}

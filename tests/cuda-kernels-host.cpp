@@ -1,0 +1,149 @@
+// lib/cuda/avq-cuda-kernels.cu compiled by the host C++ compiler, so that
+// test-cuda-kernels can run the real kernel code without a GPU: each block's
+// threads are std::threads, __syncthreads a barrier over the block, warp
+// shuffles a per-warp exchange between barriers, __shared__ a static (blocks
+// run one after another). Launchers are renamed kern_* so that they can sit
+// next to the C reference implementations of cuda-emu.c.
+//
+// This checks the kernels' arithmetic, indexing, reductions and tie rules;
+// not what only hardware shows (memory model, occupancy, real fp16 units).
+#include <barrier>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <tuple>
+#include <vector>
+#include <cuda_runtime_api.h>
+
+extern "C" unsigned short avq_float_to_half (float f);
+
+#define AVQ_KERNEL_HOST_EMU 1
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __shared__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define cudaGetLastError() (cudaSuccess)
+
+struct __half {
+  uint16_t x;
+};
+
+static inline __half
+__float2half_rn (float f)
+{
+  __half h;
+  h.x = avq_float_to_half (f);
+  return h;
+}
+
+namespace avq_emu {
+
+struct Dim {
+  unsigned x = 0, y = 1, z = 1;
+};
+
+inline thread_local Dim thread_idx, block_idx;
+inline Dim block_dim, grid_dim;
+inline thread_local int lane, warp;
+
+struct Warp {
+  std::barrier<> *bar;
+  unsigned long long slot[32];
+};
+inline Warp *warps;
+inline std::barrier<> *block_bar;
+
+template <class T>
+T
+shfl_down (T v, int off)
+{
+  static_assert (sizeof (T) <= sizeof (unsigned long long), "shuffle width");
+  Warp &w = warps[warp];
+  std::memcpy (&w.slot[lane], &v, sizeof v);
+  w.bar->arrive_and_wait ();
+  T r = v;
+  if (lane + off < 32)
+    std::memcpy (&r, &w.slot[lane + off], sizeof r);
+  w.bar->arrive_and_wait ();
+  return r;
+}
+
+template <class... P>
+struct Launch {
+  void (*kernel) (P...);
+  unsigned grid, block;
+
+  template <class... A>
+  void
+  operator() (A... a)
+  {
+    std::tuple<P...> args (static_cast<P> (a)...);
+    block_dim.x = block;
+    grid_dim.x = grid;
+    std::barrier<> bb (block);
+    block_bar = &bb;
+    const unsigned nw = (block + 31) / 32;
+    std::vector<std::unique_ptr<std::barrier<>>> wb;
+    std::vector<Warp> ws (nw);
+    for (unsigned i = 0; i < nw; i++) {
+      wb.push_back (std::make_unique<std::barrier<>> (
+          (std::ptrdiff_t) (block - 32 * i < 32 ? block - 32 * i : 32)));
+      ws[i].bar = wb[i].get ();
+    }
+    warps = ws.data ();
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < block; t++)
+      threads.emplace_back ([&, t] {
+        thread_idx.x = t;
+        lane = (int) (t % 32);
+        warp = (int) (t / 32);
+        for (unsigned b = 0; b < grid; b++) {
+          block_idx.x = b;
+          std::apply (kernel, args);
+          bb.arrive_and_wait ();
+        }
+      });
+    for (auto &th : threads)
+      th.join ();
+  }
+};
+
+template <class... P>
+Launch<P...>
+launch (void (*kernel) (P...), unsigned grid, unsigned block)
+{
+  return Launch<P...>{ kernel, grid, block };
+}
+
+}  // namespace avq_emu
+
+#define threadIdx avq_emu::thread_idx
+#define blockIdx avq_emu::block_idx
+#define blockDim avq_emu::block_dim
+#define gridDim avq_emu::grid_dim
+#define __syncthreads() avq_emu::block_bar->arrive_and_wait ()
+#define __shfl_down_sync(mask, v, off) avq_emu::shfl_down ((v), (off))
+#define AVQ_LAUNCH(kernel, grid, block, stream) \
+  ((void) (stream), avq_emu::launch ((kernel), (unsigned) (grid), (unsigned) (block)))
+
+#define avq_cuk_im2col kern_im2col
+#define avq_cuk_embed_init kern_embed_init
+#define avq_cuk_layernorm kern_layernorm
+#define avq_cuk_bias_act kern_bias_act
+#define avq_cuk_softmax_rows kern_softmax_rows
+#define avq_cuk_dlp kern_dlp
+#define avq_cuk_argmin kern_argmin
+#define avq_cuk_side_encode kern_side_encode
+#define avq_cuk_gather kern_gather
+#define avq_cuk_side_residual kern_side_residual
+#define avq_cuk_derive_residual kern_derive_residual
+#define avq_cuk_to_half kern_to_half
+
+#include "../lib/cuda/avq-cuda-kernels.cu"
