@@ -546,6 +546,43 @@ avq_cuk_derive_residual (cudaStream_t stream, const float *zhat,
   return cudaSuccess;
 }
 
+/* Attention straight from the definition, in double: softmax(scale q.k) v
+ * per head over fp16 q, k, v. */
+cudaError_t
+avq_cuk_attention (cudaStream_t stream, const uint16_t *qkv, int T, int D,
+                   int H, float scale, uint16_t *out)
+{
+  (void) stream;
+  if (H <= 0 || D % H != 0 || D / H > AVQ_CUK_ATTN_MAX_HD || T <= 0)
+    return cudaErrorInvalidValue;
+  const int hd = D / H, ld = 3 * D;
+  double *s = g_new (double, T), *o = g_new (double, hd);
+  for (int h = 0; h < H; h++)
+    for (int i = 0; i < T; i++) {
+      double m = -INFINITY, sum = 0;
+      for (int j = 0; j < T; j++) {
+        double dot = 0;
+        for (int d = 0; d < hd; d++)
+          dot += (double) avq_half_to_float (qkv[(gsize) i * ld + h * hd + d]) *
+                 avq_half_to_float (qkv[(gsize) j * ld + D + h * hd + d]);
+        s[j] = dot * scale;
+        m = fmax (m, s[j]);
+      }
+      memset (o, 0, sizeof (double) * hd);
+      for (int j = 0; j < T; j++) {
+        double p = exp (s[j] - m);
+        sum += p;
+        for (int d = 0; d < hd; d++)
+          o[d] += p * avq_half_to_float (qkv[(gsize) j * ld + 2 * D + h * hd + d]);
+      }
+      for (int d = 0; d < hd; d++)
+        out[(gsize) i * D + h * hd + d] = avq_float_to_half ((float) (o[d] / sum));
+    }
+  g_free (s);
+  g_free (o);
+  return cudaSuccess;
+}
+
 cudaError_t
 avq_cuk_to_half (cudaStream_t stream, const float *x, size_t n, uint16_t *y)
 {

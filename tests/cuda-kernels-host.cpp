@@ -17,6 +17,7 @@
 #include <cuda_runtime_api.h>
 
 extern "C" unsigned short avq_float_to_half (float f);
+extern "C" float avq_half_to_float (unsigned short h);
 
 #define AVQ_KERNEL_HOST_EMU 1
 #undef __global__
@@ -41,6 +42,12 @@ __float2half_rn (float f)
   __half h;
   h.x = avq_float_to_half (f);
   return h;
+}
+
+static inline float
+__half2float (__half h)
+{
+  return avq_half_to_float (h.x);
 }
 
 namespace avq_emu {
@@ -75,10 +82,49 @@ shfl_down (T v, int off)
   return r;
 }
 
+template <class T>
+T
+shfl_idx (T v, int src)
+{
+  static_assert (sizeof (T) <= sizeof (unsigned long long), "shuffle width");
+  Warp &w = warps[warp];
+  std::memcpy (&w.slot[lane], &v, sizeof v);
+  w.bar->arrive_and_wait ();
+  T r;
+  std::memcpy (&r, &w.slot[src & 31], sizeof r);
+  w.bar->arrive_and_wait ();
+  return r;
+}
+
+inline Dim
+to_dim (unsigned x)
+{
+  Dim d;
+  d.x = x;
+  return d;
+}
+
+inline Dim
+to_dim (int x)
+{
+  return to_dim ((unsigned) x);
+}
+
+inline Dim
+to_dim (const dim3 &g)
+{
+  Dim d;
+  d.x = g.x;
+  d.y = g.y;
+  d.z = g.z;
+  return d;
+}
+
 template <class... P>
 struct Launch {
   void (*kernel) (P...);
-  unsigned grid, block;
+  Dim grid;
+  unsigned block;
 
   template <class... A>
   void
@@ -86,7 +132,7 @@ struct Launch {
   {
     std::tuple<P...> args (static_cast<P> (a)...);
     block_dim.x = block;
-    grid_dim.x = grid;
+    grid_dim = grid;
     std::barrier<> bb (block);
     block_bar = &bb;
     const unsigned nw = (block + 31) / 32;
@@ -104,11 +150,13 @@ struct Launch {
         thread_idx.x = t;
         lane = (int) (t % 32);
         warp = (int) (t / 32);
-        for (unsigned b = 0; b < grid; b++) {
-          block_idx.x = b;
-          std::apply (kernel, args);
-          bb.arrive_and_wait ();
-        }
+        for (unsigned by = 0; by < grid.y; by++)
+          for (unsigned bx = 0; bx < grid.x; bx++) {
+            block_idx.x = bx;
+            block_idx.y = by;
+            std::apply (kernel, args);
+            bb.arrive_and_wait ();
+          }
       });
     for (auto &th : threads)
       th.join ();
@@ -117,7 +165,7 @@ struct Launch {
 
 template <class... P>
 Launch<P...>
-launch (void (*kernel) (P...), unsigned grid, unsigned block)
+launch (void (*kernel) (P...), Dim grid, unsigned block)
 {
   return Launch<P...>{ kernel, grid, block };
 }
@@ -130,8 +178,10 @@ launch (void (*kernel) (P...), unsigned grid, unsigned block)
 #define gridDim avq_emu::grid_dim
 #define __syncthreads() avq_emu::block_bar->arrive_and_wait ()
 #define __shfl_down_sync(mask, v, off) avq_emu::shfl_down ((v), (off))
+#define __shfl_sync(mask, v, src) avq_emu::shfl_idx ((v), (src))
+#define __syncwarp() avq_emu::warps[avq_emu::warp].bar->arrive_and_wait ()
 #define AVQ_LAUNCH(kernel, grid, block, stream) \
-  ((void) (stream), avq_emu::launch ((kernel), (unsigned) (grid), (unsigned) (block)))
+  ((void) (stream), avq_emu::launch ((kernel), avq_emu::to_dim (grid), (unsigned) (block)))
 
 #define avq_cuk_im2col kern_im2col
 #define avq_cuk_embed_init kern_embed_init
@@ -145,5 +195,6 @@ launch (void (*kernel) (P...), unsigned grid, unsigned block)
 #define avq_cuk_side_residual kern_side_residual
 #define avq_cuk_derive_residual kern_derive_residual
 #define avq_cuk_to_half kern_to_half
+#define avq_cuk_attention kern_attention
 
 #include "../lib/cuda/avq-cuda-kernels.cu"

@@ -27,6 +27,7 @@
 #define avq_cuk_side_residual kern_side_residual
 #define avq_cuk_derive_residual kern_derive_residual
 #define avq_cuk_to_half kern_to_half
+#define avq_cuk_attention kern_attention
 #include "cuda/avq-cuda-kernels.h"
 #undef avq_cuk_im2col
 #undef avq_cuk_embed_init
@@ -40,6 +41,7 @@
 #undef avq_cuk_side_residual
 #undef avq_cuk_derive_residual
 #undef avq_cuk_to_half
+#undef avq_cuk_attention
 
 static GRand *rng;
 
@@ -273,6 +275,37 @@ test_side (void)
   assert_floats ("derive residual", x1, x2, (gsize) T * D, 1e-6);
 }
 
+/* The fused kernel against attention from the definition: several key
+ * tiles with a partial last one, a row count that leaves idle warps, head
+ * sizes below, at and above one lane per dimension. */
+static void
+test_attention (void)
+{
+  const struct { int T, H, hd; } cases[] = { { 70, 2, 16 }, { 33, 1, 64 }, { 9, 2, 128 } };
+  for (gsize c = 0; c < G_N_ELEMENTS (cases); c++) {
+    const int T = cases[c].T, H = cases[c].H, D = H * cases[c].hd;
+    g_autofree float *f = random_floats ((gsize) T * 3 * D, -2, 2);
+    g_autofree guint16 *qkv = g_new (guint16, (gsize) T * 3 * D);
+    for (gsize i = 0; i < (gsize) T * 3 * D; i++)
+      qkv[i] = avq_float_to_half (f[i]);
+    g_autofree guint16 *a = g_new (guint16, (gsize) T * D), *b = g_new (guint16, (gsize) T * D);
+    const float scale = 1.0f / sqrtf ((float) cases[c].hd);
+    g_assert_cmpint (kern_attention (NULL, qkv, T, D, H, scale, a), ==, cudaSuccess);
+    avq_cuk_attention (NULL, qkv, T, D, H, scale, b);
+    g_autofree float *fa = g_new (float, (gsize) T * D), *fb = g_new (float, (gsize) T * D);
+    for (gsize i = 0; i < (gsize) T * D; i++) {
+      fa[i] = avq_half_to_float (a[i]);
+      fb[i] = avq_half_to_float (b[i]);
+    }
+    char what[48];
+    g_snprintf (what, sizeof what, "attention T=%d H=%d hd=%d", T, H, cases[c].hd);
+    /* Both round to fp16 at the end: a few ulps of 2^-11 apart at most. */
+    assert_floats (what, fa, fb, (gsize) T * D, 3e-3);
+  }
+  g_assert_cmpint (kern_attention (NULL, NULL, 4, 300, 1, 1.0f, NULL), ==,
+                   cudaErrorInvalidValue);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -285,6 +318,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda-kernels/dlp-gather-half", test_dlp_gather_half);
   g_test_add_func ("/cuda-kernels/argmin", test_argmin);
   g_test_add_func ("/cuda-kernels/side", test_side);
+  g_test_add_func ("/cuda-kernels/attention", test_attention);
   int rc = g_test_run ();
   g_rand_free (rng);
   return rc;

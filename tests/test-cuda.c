@@ -146,6 +146,41 @@ test_features (void)
   }
 }
 
+/* The same through the fused attention kernel (AVQ_CUDA_ATTENTION=fused),
+ * and a bad value of the variable refused. */
+static void
+test_features_fused (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_setenv ("AVQ_CUDA_ATTENTION", "fused", TRUE);
+  g_autoptr (AvqEngine) gpu = engine_on (AVQ_DEVICE_CUDA, NULL);
+  g_assert_nonnull (strstr (avq_engine_device_description (gpu), "fused attention"));
+  g_autoptr (AvqEngine) cpu = engine_on (AVQ_DEVICE_CPU, NULL);
+  g_autofree float *px = avq_test_reference_f32 ("pixel_values", NULL);
+  g_autofree float *want = avq_test_reference_f32 ("projector.out", NULL);
+  const gsize n = (gsize) (T - 1) * avq_engine_feature_dim (gpu);
+  g_autofree float *got = g_new (float, n);
+  g_autofree float *ref = g_new (float, n);
+  for (int b = 0; b < B; b++) {
+    const float *p = px + (gsize) b * 3 * S * S;
+    g_assert_true (avq_engine_features_from_pixels (gpu, p, got, &error));
+    g_assert_no_error (error);
+    g_assert_true (avq_engine_features_from_pixels (cpu, p, ref, &error));
+    char what[64];
+    g_snprintf (what, sizeof what, "fused features image %d vs HF", b);
+    avq_test_assert_close (what, got, want + (gsize) b * n, n, TOL);
+    g_snprintf (what, sizeof what, "fused features image %d vs CPU", b);
+    avq_test_assert_close (what, got, ref, n, TOL);
+  }
+  g_setenv ("AVQ_CUDA_ATTENTION", "flash", TRUE);
+  g_autofree char *dir = avq_test_data_path ("tiny-llava");
+  AvqEngineOptions opt = { .model_dir = dir, .device = AVQ_DEVICE_CUDA };
+  g_autoptr (AvqEngine) bad = avq_engine_new (&opt, &error);
+  g_assert_null (bad);
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_unsetenv ("AVQ_CUDA_ATTENTION");
+}
+
 /* Edge half from pixel_values: indices against the fixture and the CPU
  * engine where the margin is clear; side codes within one step. */
 static void
@@ -281,6 +316,7 @@ main (int argc, char **argv)
   g_autoptr (GError) why = NULL;
   /* The environment must not steer what this test compares. */
   g_unsetenv ("AVQ_DEVICE");
+  g_unsetenv ("AVQ_CUDA_ATTENTION");
   if (!avq_cuda_available (&why)) {
     printf ("CUDA unavailable: %s; skipping\n", why->message);
     fprintf (stderr, "CUDA unavailable: %s; skipping\n", why->message);
@@ -290,6 +326,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/cuda/hidden", test_hidden);
   g_test_add_func ("/cuda/features", test_features);
+  g_test_add_func ("/cuda/features-fused", test_features_fused);
   for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
     g_autofree char *p1 = g_strdup_printf ("/cuda/%s/encode", cases[i].name);
     g_autofree char *p2 = g_strdup_printf ("/cuda/%s/decode", cases[i].name);

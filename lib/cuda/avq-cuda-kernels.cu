@@ -377,6 +377,84 @@ __global__ void derive_residual_kernel (const float *zhat, const float *g1,
   }
 }
 
+constexpr int kAttnWarps = 4;   // query rows per block
+constexpr int kAttnTile = 32;   // keys per shared-memory tile (one per lane)
+
+__global__ void attention_kernel (const __half *qkv, int T, int D, int H,
+                                  float scale, __half *out)
+{
+  constexpr int MHD = AVQ_CUK_ATTN_MAX_HD;
+  constexpr int PER_LANE = MHD / 32;
+  __shared__ float ks[kAttnTile][MHD + 1];   // +1: no bank conflicts on rows
+  __shared__ float vs[kAttnTile][MHD];
+  __shared__ float qs[kAttnWarps][MHD];
+  __shared__ float ps[kAttnWarps][kAttnTile];
+  const int hd = D / H, h = blockIdx.y, ld = 3 * D;
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int row = blockIdx.x * kAttnWarps + w;
+  const bool active = row < T;   // inactive warps still help load tiles
+
+  if (active)
+    for (int d = lane; d < hd; d += 32)
+      qs[w][d] = __half2float (qkv[(size_t) row * ld + h * hd + d]) * scale;
+  float m = -INFINITY, l = 0.0f, acc[PER_LANE];
+  for (int i = 0; i < PER_LANE; i++)
+    acc[i] = 0.0f;
+
+  for (int j0 = 0; j0 < T; j0 += kAttnTile) {
+    __syncthreads ();  // the previous tile is no longer read
+    for (int i = threadIdx.x; i < kAttnTile * hd; i += blockDim.x) {
+      int j = i / hd, d = i % hd;
+      bool in = j0 + j < T;
+      size_t base = (size_t) (j0 + j) * ld + h * hd + d;
+      ks[j][d] = in ? __half2float (qkv[base + D]) : 0.0f;
+      vs[j][d] = in ? __half2float (qkv[base + 2 * D]) : 0.0f;
+    }
+    __syncthreads ();
+    // Lane = key: its score against this warp's query.
+    float s = -INFINITY;
+    if (j0 + lane < T) {
+      s = 0.0f;
+      for (int d = 0; d < hd; d++)
+        s += qs[w][d] * ks[lane][d];
+    }
+    float tmax = s;
+    for (int off = 16; off > 0; off >>= 1)
+      tmax = fmaxf (tmax, __shfl_down_sync (0xffffffffu, tmax, off));
+    tmax = __shfl_sync (0xffffffffu, tmax, 0);
+    const float m_new = fmaxf (m, tmax);   // finite: a tile has a valid key
+    const float p = j0 + lane < T ? expf (s - m_new) : 0.0f;
+    const float corr = expf (m - m_new);     // 0 on the first tile
+    float psum = p;
+    for (int off = 16; off > 0; off >>= 1)
+      psum += __shfl_down_sync (0xffffffffu, psum, off);
+    psum = __shfl_sync (0xffffffffu, psum, 0);
+    l = l * corr + psum;
+    m = m_new;
+    ps[w][lane] = p;
+    __syncwarp ();
+    // Lane = output dims lane, lane + 32, ...
+    for (int i = 0; i < PER_LANE; i++) {
+      int d = lane + 32 * i;
+      if (d < hd) {
+        float a = acc[i] * corr;
+        for (int j = 0; j < kAttnTile; j++)
+          a += ps[w][j] * vs[j][d];
+        acc[i] = a;
+      }
+    }
+    __syncwarp ();  // ps is rewritten by the next tile
+  }
+  if (active) {
+    const float inv = 1.0f / l;
+    for (int i = 0; i < PER_LANE; i++) {
+      int d = lane + 32 * i;
+      if (d < hd)
+        out[(size_t) row * D + h * hd + d] = __float2half_rn (acc[i] * inv);
+    }
+  }
+}
+
 __global__ void to_half_kernel (const float *x, size_t n, __half *y)
 {
   for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < n;
@@ -492,6 +570,18 @@ avq_cuk_derive_residual (cudaStream_t stream, const float *zhat,
 {
   AVQ_LAUNCH (derive_residual_kernel, T, kRowThreads, stream) (
       zhat, gamma1, beta1, pre_w, qq, B, C, R, D, x);
+  return cudaGetLastError ();
+}
+
+cudaError_t
+avq_cuk_attention (cudaStream_t stream, const uint16_t *qkv, int T, int D,
+                   int H, float scale, uint16_t *out)
+{
+  if (H <= 0 || D % H != 0 || D / H > AVQ_CUK_ATTN_MAX_HD || T <= 0)
+    return cudaErrorInvalidValue;
+  dim3 grid ((unsigned) ((T + kAttnWarps - 1) / kAttnWarps), (unsigned) H);
+  AVQ_LAUNCH (attention_kernel, grid, kAttnWarps * 32, stream) (
+      reinterpret_cast<const __half *> (qkv), T, D, H, scale, as_half (out));
   return cudaGetLastError ();
 }
 

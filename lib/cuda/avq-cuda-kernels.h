@@ -89,6 +89,15 @@ cudaError_t avq_cuk_derive_residual (cudaStream_t stream, const float *zhat,
                                      double B, double C, double R, int T,
                                      int D, float *x);
 
+/* Fused multi-head attention (non-causal), flash-style: one warp per query
+ * row, keys and values streamed through shared memory in tiles of 32 with an
+ * online softmax in fp32, so the [T, T] scores never exist. qkv is fp16
+ * [T, 3D] (q | k | v, head h in columns h*hd .. h*hd+hd-1 of each), out fp16
+ * [T, D]; scale is usually hd^-0.5. Head size at most AVQ_CUK_ATTN_MAX_HD. */
+#define AVQ_CUK_ATTN_MAX_HD 128
+cudaError_t avq_cuk_attention (cudaStream_t stream, const uint16_t *qkv, int T,
+                               int D, int H, float scale, uint16_t *out);
+
 /* y = fp16(x), n elements. */
 cudaError_t avq_cuk_to_half (cudaStream_t stream, const float *x, size_t n,
                              uint16_t *y);

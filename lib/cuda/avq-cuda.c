@@ -95,6 +95,7 @@ struct _AvqCudaVision {
   gboolean select_cls;
   int proj_out, proj_act;
   gboolean proj_bias;
+  gboolean fused_attention;   /* AVQ_CUDA_ATTENTION=fused */
 
   int device;
   char *device_name;
@@ -434,9 +435,10 @@ init_context (AvqCudaVision *cv, int device_ordinal, GError **error)
   cv->device = device_ordinal;
   struct cudaDeviceProp prop;
   CK (cudaGetDeviceProperties (&prop, device_ordinal));
-  cv->device_name = g_strdup_printf ("%s (sm_%d%d, %.1f GiB)", prop.name,
+  cv->device_name = g_strdup_printf ("%s (sm_%d%d, %.1f GiB)%s", prop.name,
                                      prop.major, prop.minor,
-                                     prop.totalGlobalMem / (1024.0 * 1024 * 1024));
+                                     prop.totalGlobalMem / (1024.0 * 1024 * 1024),
+                                     cv->fused_attention ? ", fused attention" : "");
   CK (cudaStreamCreateWithFlags (&cv->stream, cudaStreamNonBlocking));
   CKB (cublasCreate (&cv->blas));
   CKB (cublasSetStream (cv->blas, cv->stream));
@@ -462,11 +464,14 @@ alloc_activations (AvqCudaVision *cv, GError **error)
       !DEV_ALLOC (cv->z16, guint16, T * D) ||
       !DEV_ALLOC (cv->qkv32, float, T * 3 * D) ||
       !DEV_ALLOC (cv->qkv16, guint16, T * 3 * D) ||
-      !DEV_ALLOC (cv->scores, float, H * T * Tp) ||
-      !DEV_ALLOC (cv->probs, guint16, H * T * Tp) ||
       !DEV_ALLOC (cv->attn16, guint16, T * D) ||
       !DEV_ALLOC (cv->mlp32, float, T * I) ||
       !DEV_ALLOC (cv->mlp16, guint16, T * I))
+    return FALSE;
+  /* The unfused attention materialises every head's scores. */
+  if (!cv->fused_attention &&
+      (!DEV_ALLOC (cv->scores, float, H * T * Tp) ||
+       !DEV_ALLOC (cv->probs, guint16, H * T * Tp)))
     return FALSE;
   CK (cudaMallocHost ((void **) &cv->h_pixels, sizeof (float) * px));
   return TRUE;
@@ -502,6 +507,24 @@ avq_cuda_vision_new (const AvqModel *model, const AvqVisionTower *tw,
   cv->proj_bias = model->config.projector_bias;
   if (n_layers < 0)
     n_layers = tw->layers_run;
+  /* Attention: "gemm" (default: cuBLAS batched GEMMs around a softmax
+   * kernel) or "fused" (one flash-style kernel), until the GPU benchmark
+   * (tests/bench/bench-cuda) decides which should be the default. */
+  const char *attn = g_getenv ("AVQ_CUDA_ATTENTION");
+  if (attn != NULL && *attn != '\0' && strcmp (attn, "gemm") != 0) {
+    if (strcmp (attn, "fused") != 0) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "AVQ_CUDA_ATTENTION=%s: not gemm or fused", attn);
+      return NULL;
+    }
+    if (cv->D / cv->H > AVQ_CUK_ATTN_MAX_HD) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_UNSUPPORTED,
+                   "AVQ_CUDA_ATTENTION=fused: head size %d exceeds the fused "
+                   "kernel's %d", cv->D / cv->H, AVQ_CUK_ATTN_MAX_HD);
+      return NULL;
+    }
+    cv->fused_attention = TRUE;
+  }
 
   if (!init_context (cv, device_ordinal, error) ||
       !alloc_activations (cv, error))
@@ -602,6 +625,10 @@ attention (AvqCudaVision *cv, GError **error)
   const int T = cv->T, D = cv->D, H = cv->H, hd = D / H, Tp = cv->Tp;
   const float scale = 1.0f / sqrtf ((float) hd), zero = 0.0f, one = 1.0f;
   const guint16 *q = cv->qkv16, *k = cv->qkv16 + D, *v = cv->qkv16 + 2 * D;
+  if (cv->fused_attention) {
+    CK (avq_cuk_attention (cv->stream, cv->qkv16, T, D, H, scale, cv->attn16));
+    return TRUE;
+  }
   CKB (cublasGemmStridedBatchedEx (
       cv->blas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hd, &scale,
       k, CUDA_R_16F, 3 * D, hd,

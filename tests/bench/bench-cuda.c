@@ -201,6 +201,7 @@ main (int argc, char **argv)
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- the CUDA engine at ViT-L size");
   g_option_context_add_main_entries (ctx, entries, NULL);
   g_autoptr (GError) error = NULL;
+  g_unsetenv ("AVQ_CUDA_ATTENTION");
   if (!g_option_context_parse (ctx, &argc, &argv, &error) || runs < 1 || cpu_runs < 0) {
     g_printerr ("bench-cuda: %s\n", error ? error->message : "--runs >= 1, --cpu-runs >= 0");
     return 2;
@@ -295,6 +296,25 @@ main (int argc, char **argv)
       ms[i] = (g_get_monotonic_time () - s) / 1000.0;
   }
   report ("avq_cuda_image_features", ms, runs, "\"batch\": 1");
+
+  /* The same with the fused attention kernel: speed, and agreement with
+   * the cuBLAS-attention features just computed. */
+  g_autofree float *fused = g_new (float, nfeat);
+  g_setenv ("AVQ_CUDA_ATTENTION", "fused", TRUE);
+  {
+    g_autoptr (AvqEngine) fe = engine (dir, NULL, AVQ_DEVICE_CUDA);
+    for (int i = -2; i < runs; i++) {
+      gint64 s = g_get_monotonic_time ();
+      if (!avq_engine_features_from_pixels (fe, px, fused, &error))
+        g_error ("cuda features (fused attention): %s", error->message);
+      if (i >= 0)
+        ms[i] = (g_get_monotonic_time () - s) / 1000.0;
+    }
+    g_autofree char *extra = g_strdup_printf ("\"batch\": 1, \"rel_error_vs_gemm_attention\": %.3g",
+                                              rel_error (fused, feat, nfeat));
+    report ("avq_cuda_image_features_fused", ms, runs, extra);
+  }
+  g_unsetenv ("AVQ_CUDA_ATTENTION");
   if (cpu_runs > 0) {
     g_autoptr (AvqEngine) cpu = engine (dir, NULL, AVQ_DEVICE_CPU);
     for (int i = 0; i < cpu_runs; i++) {
