@@ -77,6 +77,7 @@ struct _GstAvqAnswer {
   AvqDevice device;
   GQueue oneoff_questions;          /* char*, from the ask signal */
   guint64 frames_in, questions, answers, replaced, failed;
+  GstClockTime answer_time;         /* the last answer's model time */
 
   /* the model; used by one thread at a time (infer_lock) */
   AvqAnswerer *answerer;
@@ -183,6 +184,15 @@ answer_job (GstAvqAnswer *self, Job *job)
   a->prefill_ms = result->prefill_ms;
   a->decode_ms = result->decode_ms;
   count (self, &self->answers);
+  GstClockTime took = (GstClockTime) ((a->vision_ms + a->prefill_ms + a->decode_ms) * GST_MSECOND);
+  GST_OBJECT_LOCK (self);
+  GstClockTime old = self->answer_time;
+  gboolean announce_latency = self->wait_for_answer &&
+      (took > old + old / 4 || took + old / 4 < old);
+  self->answer_time = took;
+  GST_OBJECT_UNLOCK (self);
+  if (announce_latency)
+    gst_element_post_message (GST_ELEMENT (self), gst_message_new_latency (GST_OBJECT (self)));
   GST_INFO_OBJECT (self, "answer for %" GST_TIME_FORMAT ": %s", GST_TIME_ARGS (a->pts), a->answer);
   return a;
 }
@@ -392,6 +402,13 @@ gst_avq_answer_sink_event (GstPad *pad, GstObject *parent, GstEvent *event)
       g_clear_pointer (&self->pending, job_free);
       g_mutex_unlock (&self->lock);
       break;
+    case GST_EVENT_FLUSH_STOP:
+      /* Answers about frames before the flush must not ride on frames after
+       * it (they were posted on the bus and signalled already). */
+      g_mutex_lock (&self->lock);
+      g_queue_clear_full (&self->ready, (GDestroyNotify) answer_free);
+      g_mutex_unlock (&self->lock);
+      break;
     case GST_EVENT_EOS:
       /* Deliver the answer in flight (message + signal) before EOS. */
       drain (self);
@@ -400,6 +417,31 @@ gst_avq_answer_sink_event (GstPad *pad, GstObject *parent, GstEvent *event)
       break;
   }
   return gst_pad_event_default (pad, parent, event);
+}
+
+/* With wait-for-answer a frame leaves only after its answer: that is
+ * latency the pipeline must know about. In the background mode frames pass
+ * straight through. */
+static gboolean
+gst_avq_answer_src_query (GstPad *pad, GstObject *parent, GstQuery *query)
+{
+  GstAvqAnswer *self = GST_AVQ_ANSWER (parent);
+  if (GST_QUERY_TYPE (query) != GST_QUERY_LATENCY)
+    return gst_pad_query_default (pad, parent, query);
+  if (!gst_pad_peer_query (self->sinkpad, query))
+    return FALSE;
+  gboolean live;
+  GstClockTime min, max, ours = 0;
+  gst_query_parse_latency (query, &live, &min, &max);
+  GST_OBJECT_LOCK (self);
+  if (self->wait_for_answer)
+    ours = self->answer_time;
+  GST_OBJECT_UNLOCK (self);
+  min += ours;
+  if (GST_CLOCK_TIME_IS_VALID (max))
+    max += ours;
+  gst_query_set_latency (query, live, min, max);
+  return TRUE;
 }
 
 static gboolean
@@ -454,6 +496,7 @@ gst_avq_answer_change_state (GstElement *element, GstStateChange transition)
   if (transition == GST_STATE_CHANGE_READY_TO_PAUSED) {
     GST_OBJECT_LOCK (self);
     self->frames_in = self->questions = self->answers = self->replaced = self->failed = 0;
+    self->answer_time = 0;
     GST_OBJECT_UNLOCK (self);
     if (!load (self))
       return GST_STATE_CHANGE_FAILURE;
@@ -642,6 +685,7 @@ gst_avq_answer_init (GstAvqAnswer *self)
   gst_element_add_pad (GST_ELEMENT (self), self->sinkpad);
   self->srcpad = gst_pad_new_from_static_template (&src_template, "src");
   GST_PAD_SET_PROXY_CAPS (self->srcpad);
+  gst_pad_set_query_function (self->srcpad, GST_DEBUG_FUNCPTR (gst_avq_answer_src_query));
   gst_element_add_pad (GST_ELEMENT (self), self->srcpad);
 
   self->interval = DEFAULT_INTERVAL;

@@ -226,6 +226,13 @@ encode_and_push (GstAvqEncode *self, GstBuffer *input)
   guint8 *bytes = avq_frame_serialize (frame, &length);
   GstBuffer *out = gst_buffer_new_wrapped (bytes, length);
   gst_buffer_copy_into (out, input, GST_BUFFER_COPY_TIMESTAMPS, 0, -1);
+  /* With interval N an AVQ frame stands for N video frames until the next. */
+  guint interval;
+  GST_OBJECT_LOCK (self);
+  interval = self->interval;
+  GST_OBJECT_UNLOCK (self);
+  if (interval > 1 && GST_BUFFER_DURATION_IS_VALID (out))
+    GST_BUFFER_DURATION (out) *= interval;
 
   update_encode_time (self, (g_get_monotonic_time () - start) * GST_USECOND);
   GST_OBJECT_LOCK (self);

@@ -327,6 +327,13 @@ GST_START_TEST (test_answer_meta)
   fail_unless_equals_uint64 (stats_get (h->element, "answers"), 2);
   fail_unless_equals_uint64 (stats_get (h->element, "failed"), 0);
 
+  /* Holding frames for their answers is latency: the query reports it. */
+  {
+    GstClockTime upstream = 5 * GST_MSECOND;
+    gst_harness_set_upstream_latency (h, upstream);
+    fail_unless (gst_harness_query_latency (h) > upstream);
+  }
+
   answer_teardown (h, bus);
   recorder_clear (&rec);
   stream_free (s);

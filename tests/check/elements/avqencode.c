@@ -500,8 +500,8 @@ GST_START_TEST (test_timestamps)
 
 GST_END_TEST;
 
-/* interval=3 on 9 frames: frames 0, 3 and 6 are encoded, six skipped, and
- * the output framerate is a third of the input's. */
+/* interval=3 on 9 frames: frames 0, 3 and 6 are encoded, six skipped, the
+ * output framerate is a third of the input's and durations three times. */
 GST_START_TEST (test_interval)
 {
   g_autofree gchar *enc = encoder_desc (avq_names[0], "interval=3");
@@ -512,9 +512,13 @@ GST_START_TEST (test_interval)
   Run *r = run_pipeline (desc);
 
   fail_unless_equals_int (r->samples->len, 3);
-  for (guint i = 0; i < 3; i++)
+  for (guint i = 0; i < 3; i++) {
     fail_unless_equals_uint64 (GST_BUFFER_PTS (sample_buffer (r, i)),
         gst_util_uint64_scale (3 * i, GST_SECOND, 30));
+    /* Each AVQ frame stands for the three video frames up to the next. */
+    fail_unless_equals_uint64 (GST_BUFFER_DURATION (sample_buffer (r, i)),
+        3 * gst_util_uint64_scale (1, GST_SECOND, 30));
+  }
   check_avq_caps (gst_sample_get_caps (g_ptr_array_index (r->samples, 0)),
       engine, 10, 1);
   fail_unless_equals_uint64 (stats_get (r->enc, "frames-in"), 9);
