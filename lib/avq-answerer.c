@@ -71,6 +71,24 @@ avq_answerer_new (const AvqAnswererOptions *options, GError **error)
                  options->model_dir, dim, avq_llama_hidden_size (self->llama));
     return NULL;
   }
+  /* The language model follows the engine: on CUDA when the engine
+   * resolved to it (after the LoRA merge above, which is host-side). Under
+   * auto a failure here falls back to the CPU with a warning, as the
+   * engine does. */
+  if (avq_engine_device (self->engine) == AVQ_DEVICE_CUDA) {
+    g_autoptr (GError) cuda_error = NULL;
+    if (!avq_llama_use_cuda (self->llama, &cuda_error)) {
+      if (options->device == AVQ_DEVICE_CUDA) {
+        g_propagate_error (error, g_steal_pointer (&cuda_error));
+        return NULL;
+      }
+      g_warning ("%s: the language model stays on the CPU: %s", options->model_dir,
+                 cuda_error->message);
+    } else {
+      g_autofree char *what = avq_llama_device_description (self->llama);
+      g_info ("language model: %s", what);
+    }
+  }
   self->features = g_new (float, (gsize) avq_engine_feature_tokens (self->engine) * dim);
   return g_steal_pointer (&self);
 }

@@ -16,7 +16,7 @@ typedef struct {
   const char *model_dir;   /* required: weights + tokenizer.json */
   const char *avq_path;    /* NULL: only images (unsplit path) can be asked about */
   int threads;             /* 0: automatic */
-  AvqDevice device;        /* of the vision half; AUTO (0) by default. The LLM runs on the CPU. */
+  AvqDevice device;        /* AUTO (0) by default; the vision half and the LLM follow it */
 } AvqAnswererOptions;
 
 typedef struct {

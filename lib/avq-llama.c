@@ -11,7 +11,11 @@
  *    because there the cost is reading the weights once and a widened copy
  *    would triple the memory traffic. */
 #include "avq-llama.h"
+#include "avq-build-config.h"
 #include "avq-error.h"
+#if AVQ_HAVE_CUDA
+#include "cuda/avq-cuda-llama.h"
+#endif
 
 #include <cblas.h>
 #include <math.h>
@@ -86,6 +90,9 @@ struct _AvqLlama {
   float *last;
 
   int threads;
+#if AVQ_HAVE_CUDA
+  AvqCudaLlama *cuda;   /* non-NULL: prefill and decode run there */
+#endif
   GThreadPool *pool;
   GMutex lock;
   GCond done;
@@ -677,6 +684,15 @@ avq_llama_prefill (AvqLlama *llama, const float *embeddings, int n,
                  llama->n_past, n, llama->max_ctx);
     return FALSE;
   }
+#if AVQ_HAVE_CUDA
+  if (llama->cuda != NULL) {
+    if (!avq_cuda_llama_prefill (llama->cuda, embeddings, n, llama->n_past,
+                                 logits, error))
+      return FALSE;
+    llama->n_past += n;
+    return TRUE;
+  }
+#endif
   for (int done = 0; done < n;) {
     int chunk = MIN (PREFILL_CHUNK, n - done);
     ensure_scratch (llama, chunk, llama->n_past + chunk);
@@ -702,6 +718,21 @@ avq_llama_decode (AvqLlama *llama, int token, float *logits, GError **error)
                  "LLaMA context full: %d positions", llama->max_ctx);
     return FALSE;
   }
+#if AVQ_HAVE_CUDA
+  if (llama->cuda != NULL) {
+    if (token < 0 || token >= llama->vocab) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "token id %d is outside the vocabulary (%d entries of %s)",
+                   token, llama->vocab, llama->embed.name);
+      return FALSE;
+    }
+    if (!avq_cuda_llama_decode (llama->cuda, token, llama->n_past, logits, NULL,
+                                error))
+      return FALSE;
+    llama->n_past++;
+    return TRUE;
+  }
+#endif
   ensure_scratch (llama, 1, llama->n_past + 1);
   if (!avq_llama_embed (llama, &token, 1, llama->x, error))
     return FALSE;
@@ -795,6 +826,15 @@ avq_llama_reserve (AvqLlama *llama, int max_context, GError **error)
                  llama->cfg.max_position_embeddings);
     return FALSE;
   }
+#if AVQ_HAVE_CUDA
+  if (llama->cuda != NULL) {
+    /* The cache lives on the device; the host keeps only the positions. */
+    if (!avq_cuda_llama_reserve (llama->cuda, max_context, llama->n_past, error))
+      return FALSE;
+    llama->max_ctx = max_context;
+    return TRUE;
+  }
+#endif
   gsize per_head = (gsize) max_context * llama->hd;
   gsize total = (gsize) llama->n_layers * llama->nkv * per_head;
   float *k = g_try_new (float, total), *v = g_try_new (float, total);
@@ -964,6 +1004,9 @@ avq_llama_free (AvqLlama *llama)
     return;
   if (llama->pool != NULL)
     g_thread_pool_free (llama->pool, FALSE, TRUE);
+#if AVQ_HAVE_CUDA
+  avq_cuda_llama_free (llama->cuda);
+#endif
   clear_mat (&llama->embed);
   clear_mat (&llama->lm_head);
   if (llama->layers != NULL) {
@@ -1132,6 +1175,12 @@ avq_llama_apply_lora (AvqLlama *llama, const AvqSafetensors *file, guint *n_merg
 {
   const char *path = avq_safetensors_path (file);
   guint merged = 0;
+  if (avq_llama_on_cuda (llama)) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "%s: LoRA adapters must be merged before the decoder moves to CUDA",
+                 path);
+    return FALSE;
+  }
   double alpha = 0, rank_d = 0;
   gboolean have_lora = FALSE;
   for (guint i = 0; i < avq_safetensors_n_tensors (file); i++)
@@ -1205,4 +1254,86 @@ avq_llama_apply_lora (AvqLlama *llama, const AvqSafetensors *file, guint *n_merg
   if (n_merged)
     *n_merged = merged;
   return TRUE;
+}
+
+/* ---------------------------------------------------------------------- */
+/* CUDA */
+
+#if AVQ_HAVE_CUDA
+static AvqCudaMatrix
+cuda_matrix (const Mat *m)
+{
+  AvqCudaMatrix c = { m->data, m->dtype, m->rows, m->cols };
+  return c;
+}
+#endif
+
+gboolean
+avq_llama_use_cuda (AvqLlama *llama, GError **error)
+{
+  g_return_val_if_fail (llama != NULL, FALSE);
+#if AVQ_HAVE_CUDA
+  if (llama->cuda != NULL)
+    return TRUE;
+  g_autofree AvqCudaLlamaLayer *layers = g_new0 (AvqCudaLlamaLayer, llama->n_layers);
+  for (int l = 0; l < llama->n_layers; l++) {
+    const Layer *ly = &llama->layers[l];
+    layers[l].attn_norm = ly->attn_norm;
+    layers[l].mlp_norm = ly->mlp_norm;
+    layers[l].q = cuda_matrix (&ly->q);
+    layers[l].k = cuda_matrix (&ly->k);
+    layers[l].v = cuda_matrix (&ly->v);
+    layers[l].o = cuda_matrix (&ly->o);
+    layers[l].gate = cuda_matrix (&ly->gate);
+    layers[l].up = cuda_matrix (&ly->up);
+    layers[l].down = cuda_matrix (&ly->down);
+  }
+  AvqCudaLlamaDesc desc = {
+    .hidden = llama->H, .heads = llama->nh, .kv_heads = llama->nkv,
+    .head_dim = llama->hd, .ffn = llama->ffn, .vocab = llama->vocab,
+    .n_layers = llama->n_layers, .eps = llama->cfg.rms_norm_eps,
+    .rope_theta = llama->cfg.rope_theta, .embed = cuda_matrix (&llama->embed),
+    .lm_head = cuda_matrix (&llama->lm_head), .final_norm = llama->final_norm,
+    .layers = layers,
+  };
+  llama->cuda = avq_cuda_llama_new (&desc, llama->max_ctx, -1, error);
+  if (llama->cuda == NULL)
+    return FALSE;
+  /* The device holds the cache from now on: start empty, and give the
+   * host cache back. */
+  llama->n_past = 0;
+  g_clear_pointer (&llama->k_cache, g_free);
+  g_clear_pointer (&llama->v_cache, g_free);
+  return TRUE;
+#else
+  g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE,
+               "this build of gst-avq has no CUDA backend");
+  return FALSE;
+#endif
+}
+
+gboolean
+avq_llama_on_cuda (const AvqLlama *llama)
+{
+#if AVQ_HAVE_CUDA
+  return llama->cuda != NULL;
+#else
+  (void) llama;
+  return FALSE;
+#endif
+}
+
+char *
+avq_llama_device_description (const AvqLlama *llama)
+{
+#if AVQ_HAVE_CUDA
+  if (llama->cuda != NULL)
+    return g_strdup_printf ("cuda: %s, %" G_GUINT64_FORMAT " MiB of LLM weights "
+                            "uploaded in %.0f ms",
+                            avq_cuda_llama_device_name (llama->cuda),
+                            avq_cuda_llama_weight_bytes (llama->cuda) >> 20,
+                            avq_cuda_llama_upload_ms (llama->cuda));
+#endif
+  (void) llama;
+  return g_strdup ("cpu");
 }

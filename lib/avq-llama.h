@@ -74,6 +74,18 @@ gboolean avq_llama_decode (AvqLlama *llama, int token, float *logits,
 gboolean avq_llama_apply_lora (AvqLlama *llama, const AvqSafetensors *file,
                                guint *n_merged, GError **error);
 
+/* Moves prefill and decode to the CUDA backend (lib/cuda/avq-cuda-llama.h):
+ * every weight is uploaded once as fp16 (after any LoRA merge: apply
+ * adapters first; avq_llama_apply_lora fails afterwards), GEMMs run fp16 in,
+ * fp32 accumulate, and the KV cache (fp16) lives on the device. Forgets the
+ * cached positions. Errors (AVQ_ERROR_DEVICE) name the failing CUDA call, or
+ * say that the build has no CUDA backend; on failure the decoder stays on
+ * the CPU, unchanged. */
+gboolean avq_llama_use_cuda (AvqLlama *llama, GError **error);
+gboolean avq_llama_on_cuda (const AvqLlama *llama);
+/* "cpu" or "cuda: <GPU>, <N> MiB of LLM weights uploaded in <T> ms"; free it. */
+char *avq_llama_device_description (const AvqLlama *llama);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (AvqLlama, avq_llama_free)
 
 G_END_DECLS

@@ -196,5 +196,13 @@ launch (void (*kernel) (P...), Dim grid, unsigned block)
 #define avq_cuk_derive_residual kern_derive_residual
 #define avq_cuk_to_half kern_to_half
 #define avq_cuk_attention kern_attention
+#define avq_cuk_rmsnorm kern_rmsnorm
+#define avq_cuk_rope_kv kern_rope_kv
+#define avq_cuk_silu_mul kern_silu_mul
+#define avq_cuk_embed_rows kern_embed_rows
+#define avq_cuk_add kern_add
+#define avq_cuk_causal_softmax kern_causal_softmax
+#define avq_cuk_decode_attention kern_decode_attention
+#define avq_cuk_argmax kern_argmax
 
 #include "../lib/cuda/avq-cuda-kernels.cu"

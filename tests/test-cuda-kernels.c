@@ -11,6 +11,8 @@
 #include <glib.h>
 #include "avq-safetensors.h"
 #include "cuda/avq-cuda-kernels.h"
+#include "cuda/avq-cuda-llama.h"
+#include <cublas_v2.h>
 
 /* The same launchers under the kern_ names cuda-kernels-host.cpp gives the
  * real kernels. */
@@ -28,6 +30,14 @@
 #define avq_cuk_derive_residual kern_derive_residual
 #define avq_cuk_to_half kern_to_half
 #define avq_cuk_attention kern_attention
+#define avq_cuk_rmsnorm kern_rmsnorm
+#define avq_cuk_rope_kv kern_rope_kv
+#define avq_cuk_silu_mul kern_silu_mul
+#define avq_cuk_embed_rows kern_embed_rows
+#define avq_cuk_add kern_add
+#define avq_cuk_causal_softmax kern_causal_softmax
+#define avq_cuk_decode_attention kern_decode_attention
+#define avq_cuk_argmax kern_argmax
 #include "cuda/avq-cuda-kernels.h"
 #undef avq_cuk_im2col
 #undef avq_cuk_embed_init
@@ -42,6 +52,14 @@
 #undef avq_cuk_derive_residual
 #undef avq_cuk_to_half
 #undef avq_cuk_attention
+#undef avq_cuk_rmsnorm
+#undef avq_cuk_rope_kv
+#undef avq_cuk_silu_mul
+#undef avq_cuk_embed_rows
+#undef avq_cuk_add
+#undef avq_cuk_causal_softmax
+#undef avq_cuk_decode_attention
+#undef avq_cuk_argmax
 
 static GRand *rng;
 
@@ -306,6 +324,298 @@ test_attention (void)
                    cudaErrorInvalidValue);
 }
 
+static float *
+halves_to_floats (const guint16 *h, gsize n)
+{
+  float *f = g_new (float, n);
+  for (gsize i = 0; i < n; i++)
+    f[i] = avq_half_to_float (h[i]);
+  return f;
+}
+
+/* RMSNorm: rows longer than the block, a large offset, in place. */
+static void
+test_rmsnorm (void)
+{
+  const int n = 4, d = 1000;
+  g_autofree float *x = random_floats ((gsize) n * d, 95, 105);
+  g_autofree float *w = random_floats (d, 0.5f, 1.5f);
+  g_autofree float *y1 = g_new (float, (gsize) n * d), *y2 = g_new (float, (gsize) n * d);
+  g_autofree guint16 *h1 = g_new (guint16, (gsize) n * d), *h2 = g_new (guint16, (gsize) n * d);
+  g_assert_cmpint (kern_rmsnorm (NULL, x, n, d, w, 1e-6f, y1, h1), ==, cudaSuccess);
+  avq_cuk_rmsnorm (NULL, x, n, d, w, 1e-6f, y2, h2);
+  assert_floats ("rmsnorm y", y1, y2, (gsize) n * d, 1e-6);
+  assert_halves ("rmsnorm y16", h1, h2, (gsize) n * d, 1);
+  g_autofree float *xi = g_memdup2 (x, sizeof (float) * n * d);
+  kern_rmsnorm (NULL, xi, n, d, w, 1e-6f, xi, NULL);
+  assert_floats ("rmsnorm in place", xi, y2, (gsize) n * d, 1e-6);
+}
+
+/* Rotary embeddings + cache write: GQA (6 q heads, 2 kv heads), a prompt
+ * continuing at p0 > 0, both cache dtypes; the cache outside the written
+ * positions stays untouched. */
+static void
+test_rope_kv (void)
+{
+  const int n = 5, nh = 6, nkv = 2, hd = 12, half = hd / 2, p0 = 3, ctx = 10;
+  const int W = (nh + 2 * nkv) * hd;
+  g_autofree float *qkv = random_floats ((gsize) n * W, -2, 2);
+  g_autofree float *cs = g_new (float, ctx * half), *sn = g_new (float, ctx * half);
+  for (int p = 0; p < ctx; p++)
+    for (int i = 0; i < half; i++) {
+      float ang = (float) p / powf (10000.0f, (float) (2 * i) / hd);
+      cs[p * half + i] = (float) cos (ang);
+      sn[p * half + i] = (float) sin (ang);
+    }
+  for (int kv_half = 0; kv_half < 2; kv_half++) {
+    const gsize cache = (gsize) nkv * ctx * hd * (kv_half ? 2 : 4);
+    g_autofree guint8 *k1 = g_malloc (cache), *v1 = g_malloc (cache);
+    g_autofree guint8 *k2 = g_malloc (cache), *v2 = g_malloc (cache);
+    memset (k1, 0x5a, cache);
+    memset (v1, 0x5a, cache);
+    memset (k2, 0x5a, cache);
+    memset (v2, 0x5a, cache);
+    g_autofree guint16 *q1 = g_new (guint16, (gsize) n * nh * hd);
+    g_autofree guint16 *q2 = g_new (guint16, (gsize) n * nh * hd);
+    g_assert_cmpint (kern_rope_kv (NULL, qkv, n, nh, nkv, hd, cs, sn, p0, q1, k1,
+                                   v1, ctx, kv_half), ==, cudaSuccess);
+    avq_cuk_rope_kv (NULL, qkv, n, nh, nkv, hd, cs, sn, p0, q2, k2, v2, ctx, kv_half);
+    assert_halves ("rope q", q1, q2, (gsize) n * nh * hd, 1);
+    if (kv_half) {
+      assert_halves ("rope k cache", (guint16 *) k1, (guint16 *) k2, cache / 2, 1);
+      assert_halves ("v cache", (guint16 *) v1, (guint16 *) v2, cache / 2, 0);
+    } else {
+      assert_floats ("rope k cache", (float *) k1, (float *) k2, cache / 4, 1e-6);
+      g_assert_cmpmem (v1, cache, v2, cache);
+    }
+    /* Position p0 + 1, kv head 1, dim 0 and dim half, by hand. */
+    if (!kv_half) {
+      const float *row = qkv + (gsize) 1 * W + (gsize) (nh + 1) * hd;
+      const float c = cs[(p0 + 1) * half], s_ = sn[(p0 + 1) * half];
+      const float *kc = (const float *) k1 + ((gsize) 1 * ctx + p0 + 1) * hd;
+      g_assert_cmpfloat_with_epsilon (kc[0], row[0] * c - row[half] * s_, 1e-5);
+      g_assert_cmpfloat_with_epsilon (kc[half], row[half] * c + row[0] * s_, 1e-5);
+      /* Untouched: position p0 - 1. */
+      g_assert_cmpint (k1[((gsize) 0 * ctx + p0 - 1) * hd * 4], ==, 0x5a);
+    }
+  }
+}
+
+static void
+test_silu_embed_add (void)
+{
+  const int n = 3, ffn = 700;
+  g_autofree float *gu = random_floats ((gsize) n * 2 * ffn, -6, 6);
+  g_autofree guint16 *a = g_new (guint16, (gsize) n * ffn), *b = g_new (guint16, (gsize) n * ffn);
+  kern_silu_mul (NULL, gu, n, ffn, a);
+  avq_cuk_silu_mul (NULL, gu, n, ffn, b);
+  assert_halves ("silu_mul", a, b, (gsize) n * ffn, 1);
+  /* silu(g) u by hand for one element. */
+  float g = gu[2 * ffn + 7], u = gu[2 * ffn + ffn + 7];
+  g_assert_cmpfloat_with_epsilon (avq_half_to_float (a[ffn + 7]),
+                                  g / (1 + expf (-g)) * u, 2e-3 * (1 + fabsf (g * u)));
+
+  const int V = 50, d = 300;
+  g_autofree float *tf = random_floats ((gsize) V * d, -1, 1);
+  g_autofree guint16 *table = g_new (guint16, (gsize) V * d);
+  for (gsize i = 0; i < (gsize) V * d; i++)
+    table[i] = avq_float_to_half (tf[i]);
+  const gint32 ids[4] = { 49, 0, 17, 17 };
+  g_autofree float *x1 = g_new (float, 4 * d), *x2 = g_new (float, 4 * d);
+  kern_embed_rows (NULL, table, ids, 4, d, x1);
+  avq_cuk_embed_rows (NULL, table, ids, 4, d, x2);
+  assert_floats ("embed_rows", x1, x2, 4 * d, 0);
+  g_assert_cmpfloat (x1[d * 0 + 5], ==, avq_half_to_float (table[49 * d + 5]));
+
+  g_autofree float *y = random_floats (4 * d, -1, 1);
+  kern_add (NULL, x1, y, 4 * d);
+  avq_cuk_add (NULL, x2, y, 4 * d);
+  assert_floats ("add", x1, x2, 4 * d, 0);
+}
+
+/* Causal softmax: rows of several heads, a continuation (p0 > 0), valid
+ * lengths crossing the block size, padding columns. */
+static void
+test_causal_softmax (void)
+{
+  const int heads = 3, n = 7, p0 = 200, ld = 208;
+  const int rows = heads * n;
+  g_autofree float *s = random_floats ((gsize) rows * ld, -8, 8);
+  g_autofree guint16 *a = g_new (guint16, (gsize) rows * ld), *b = g_new (guint16, (gsize) rows * ld);
+  g_assert_cmpint (kern_causal_softmax (NULL, s, rows, n, p0, ld, a), ==, cudaSuccess);
+  avq_cuk_causal_softmax (NULL, s, rows, n, p0, ld, b);
+  assert_halves ("causal softmax", a, b, (gsize) rows * ld, 1);
+  for (int r = 0; r < rows; r++) {
+    const int valid = p0 + r % n + 1;
+    double sum = 0;
+    for (int c = 0; c < ld; c++) {
+      float p = avq_half_to_float (a[(gsize) r * ld + c]);
+      if (c >= valid)
+        g_assert_cmpfloat (p, ==, 0.0f);
+      sum += p;
+    }
+    g_assert_cmpfloat (fabs (sum - 1), <, 2e-2);
+  }
+  /* A first prompt (p0 = 0): row 0 sees one key. */
+  kern_causal_softmax (NULL, s, n, n, 0, 8, a);
+  g_assert_cmpfloat (avq_half_to_float (a[0]), ==, 1.0f);
+  g_assert_cmpfloat (avq_half_to_float (a[1]), ==, 0.0f);
+  g_assert_cmpint (kern_causal_softmax (NULL, s, n, n, 5, 8, a), ==, cudaErrorInvalidValue);
+}
+
+/* Decode attention against the definition: GQA groups of 1, 3 and 4, key
+ * counts below and above the block, head sizes 16 .. 256, both cache
+ * dtypes; cache slots past T are poisoned with NaN and must not be read. */
+static void
+test_decode_attention (void)
+{
+  const struct { int nh, nkv, hd, T, ctx; } cases[] = {
+    { 4, 4, 16, 1, 8 }, { 6, 2, 64, 300, 320 }, { 8, 2, 128, 129, 200 }, { 2, 1, 256, 37, 40 },
+  };
+  for (gsize c = 0; c < G_N_ELEMENTS (cases); c++) {
+    const int nh = cases[c].nh, nkv = cases[c].nkv, hd = cases[c].hd;
+    const int T = cases[c].T, ctx = cases[c].ctx;
+    const gsize cn = (gsize) nkv * ctx * hd;
+    g_autofree float *kf = random_floats (cn, -2, 2), *vf = random_floats (cn, -2, 2);
+    for (int g = 0; g < nkv; g++)
+      for (int j = T; j < ctx; j++)
+        for (int d = 0; d < hd; d++)
+          kf[((gsize) g * ctx + j) * hd + d] = vf[((gsize) g * ctx + j) * hd + d] = NAN;
+    g_autofree guint16 *kh = g_new (guint16, cn), *vh = g_new (guint16, cn);
+    for (gsize i = 0; i < cn; i++) {
+      kh[i] = avq_float_to_half (kf[i]);
+      vh[i] = avq_float_to_half (vf[i]);
+    }
+    g_autofree float *qf = random_floats ((gsize) nh * hd, -2, 2);
+    g_autofree guint16 *q = g_new (guint16, (gsize) nh * hd);
+    for (gsize i = 0; i < (gsize) nh * hd; i++)
+      q[i] = avq_float_to_half (qf[i]);
+    g_autofree float *scratch = g_new (float, (gsize) nh * ctx);
+    g_autofree guint16 *a = g_new (guint16, (gsize) nh * hd), *b = g_new (guint16, (gsize) nh * hd);
+    const float scale = 1.0f / sqrtf ((float) hd);
+    for (int kv_half = 0; kv_half < 2; kv_half++) {
+      const void *K = kv_half ? (const void *) kh : (const void *) kf;
+      const void *Vv = kv_half ? (const void *) vh : (const void *) vf;
+      g_assert_cmpint (kern_decode_attention (NULL, q, K, Vv, kv_half, nh, nkv, hd, T,
+                                              ctx, scale, scratch, a), ==, cudaSuccess);
+      avq_cuk_decode_attention (NULL, q, K, Vv, kv_half, nh, nkv, hd, T, ctx, scale,
+                                scratch, b);
+      g_autofree float *fa = halves_to_floats (a, (gsize) nh * hd);
+      g_autofree float *fb = halves_to_floats (b, (gsize) nh * hd);
+      char what[80];
+      g_snprintf (what, sizeof what, "decode attention nh=%d nkv=%d hd=%d T=%d %s", nh,
+                  nkv, hd, T, kv_half ? "fp16" : "fp32");
+      assert_floats (what, fa, fb, (gsize) nh * hd, 3e-3);
+    }
+  }
+  g_assert_cmpint (kern_decode_attention (NULL, NULL, NULL, NULL, 1, 3, 2, 16, 1, 4, 1.0f,
+                                          NULL, NULL), ==, cudaErrorInvalidValue);
+}
+
+/* Greedy argmax: a long row, ties split across threads and warps (lowest
+ * id wins), NaN never wins. */
+static void
+test_argmax (void)
+{
+  const int n = 32064;
+  g_autofree float *x = random_floats (n, -5, 5);
+  gint32 a = -1, b = -1;
+  kern_argmax (NULL, x, n, &a);
+  avq_cuk_argmax (NULL, x, n, &b);
+  g_assert_cmpint (a, ==, b);
+  x[31000] = 9.0f;
+  x[20001] = 9.0f;   /* another thread and warp, lower id */
+  x[20033] = 9.0f;
+  x[5] = NAN;
+  x[1023] = NAN;
+  kern_argmax (NULL, x, n, &a);
+  g_assert_cmpint (a, ==, 20001);
+  x[20001] = NAN;
+  kern_argmax (NULL, x, n, &a);
+  g_assert_cmpint (a, ==, 20033);
+  /* Ties in one thread's stride and in lane 0 vs lane 31 of one warp. */
+  float small[70];
+  for (int i = 0; i < 70; i++)
+    small[i] = (float) (i % 3);
+  kern_argmax (NULL, small, 70, &a);
+  g_assert_cmpint (a, ==, 2);
+  for (int i = 0; i < 70; i++)
+    small[i] = NAN;
+  kern_argmax (NULL, small, 70, &a);
+  g_assert_cmpint (a, ==, 0);
+}
+
+/* The prefill attention (lib/cuda/avq-cuda-llama.c: strided-batched cuBLAS
+ * GEMMs around the causal softmax, run on cuda-emu.c's cuBLAS and kernels)
+ * against causal attention from the definition in double: score rows
+ * padded to a multiple of 8 (partial), MHA (one call over all heads), GQA
+ * groups of 3 and MQA (stride-0 K/V per kv head), a continuation at p0 > 0,
+ * a single row, and cache slots past the prompt poisoned with NaN. */
+static void
+test_prefill_attention (void)
+{
+  const struct { int n, p0, nh, nkv, hd, ctx; } cases[] = {
+    { 5, 0, 4, 4, 16, 8 }, { 7, 10, 6, 2, 32, 20 }, { 3, 0, 3, 1, 64, 3 },
+    { 1, 20, 4, 2, 8, 24 }, { 13, 4, 2, 2, 128, 40 },
+  };
+  cublasHandle_t blas;
+  g_assert_cmpint (cublasCreate (&blas), ==, CUBLAS_STATUS_SUCCESS);
+  for (gsize c = 0; c < G_N_ELEMENTS (cases); c++) {
+    const int n = cases[c].n, p0 = cases[c].p0, nh = cases[c].nh, nkv = cases[c].nkv;
+    const int hd = cases[c].hd, ctx = cases[c].ctx, T = p0 + n, Tp = (T + 7) & ~7;
+    const int qd = nh * hd, group = nh / nkv;
+    const gsize cn = (gsize) nkv * ctx * hd;
+    g_autofree guint16 *kc = g_new (guint16, cn), *vc = g_new (guint16, cn);
+    for (gsize i = 0; i < cn; i++) {
+      gsize j = (i / hd) % ctx;
+      kc[i] = avq_float_to_half (j < (gsize) T ? (float) g_rand_double_range (rng, -2, 2) : NAN);
+      vc[i] = avq_float_to_half (j < (gsize) T ? (float) g_rand_double_range (rng, -2, 2) : NAN);
+    }
+    g_autofree guint16 *q = g_new (guint16, (gsize) n * qd);
+    for (gsize i = 0; i < (gsize) n * qd; i++)
+      q[i] = avq_float_to_half ((float) g_rand_double_range (rng, -2, 2));
+    g_autofree float *scores = g_new (float, (gsize) nh * n * Tp);
+    g_autofree guint16 *probs = g_new (guint16, (gsize) nh * n * Tp);
+    g_autofree guint16 *out = g_new (guint16, (gsize) n * qd);
+    const float scale = 1.0f / sqrtf ((float) hd);
+    g_autoptr (GError) error = NULL;
+    g_assert_true (avq_cuda_causal_attention (blas, NULL, q, n, p0, nh, nkv, hd, kc, vc,
+                                              ctx, scale, scores, probs, out, &error));
+    g_assert_no_error (error);
+    g_autofree float *got = halves_to_floats (out, (gsize) n * qd);
+    g_autofree float *want = g_new (float, (gsize) n * qd);
+    g_autofree double *s = g_new (double, T);
+    for (int i = 0; i < n; i++)
+      for (int h = 0; h < nh; h++) {
+        const gsize base = (gsize) (h / group) * ctx * hd;
+        const int valid = p0 + i + 1;
+        double m = -INFINITY, sum = 0;
+        for (int j = 0; j < valid; j++) {
+          double dot = 0;
+          for (int d = 0; d < hd; d++)
+            dot += (double) avq_half_to_float (q[(gsize) i * qd + h * hd + d]) *
+                   avq_half_to_float (kc[base + (gsize) j * hd + d]);
+          s[j] = dot * scale;
+          m = fmax (m, s[j]);
+        }
+        for (int j = 0; j < valid; j++)
+          sum += (s[j] = exp (s[j] - m));
+        for (int d = 0; d < hd; d++) {
+          double o = 0;
+          for (int j = 0; j < valid; j++)
+            o += s[j] * avq_half_to_float (vc[base + (gsize) j * hd + d]);
+          want[(gsize) i * qd + h * hd + d] = (float) (o / sum);
+        }
+      }
+    char what[96];
+    g_snprintf (what, sizeof what, "prefill attention n=%d p0=%d nh=%d nkv=%d hd=%d", n,
+                p0, nh, nkv, hd);
+    /* fp16 probabilities and output: a few 2^-11 relative. */
+    assert_floats (what, got, want, (gsize) n * qd, 5e-3);
+  }
+  cublasDestroy (blas);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -319,6 +629,13 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda-kernels/argmin", test_argmin);
   g_test_add_func ("/cuda-kernels/side", test_side);
   g_test_add_func ("/cuda-kernels/attention", test_attention);
+  g_test_add_func ("/cuda-kernels/rmsnorm", test_rmsnorm);
+  g_test_add_func ("/cuda-kernels/rope-kv", test_rope_kv);
+  g_test_add_func ("/cuda-kernels/silu-embed-add", test_silu_embed_add);
+  g_test_add_func ("/cuda-kernels/causal-softmax", test_causal_softmax);
+  g_test_add_func ("/cuda-kernels/decode-attention", test_decode_attention);
+  g_test_add_func ("/cuda-kernels/argmax", test_argmax);
+  g_test_add_func ("/cuda-kernels/prefill-attention", test_prefill_attention);
   int rc = g_test_run ();
   g_rand_free (rng);
   return rc;

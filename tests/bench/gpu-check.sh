@@ -13,12 +13,15 @@
 #   run(command="bash tests/bench/gpu-check.sh run", carry=[".device/gpu-check"], timeout_s=480)
 #
 # `run` takes about 4-6 minutes on an H200: device selection, test-cuda
-# (fixture checks on the GPU, CUDA vs CPU), bench-cuda (ViT-L size, CUDA vs
-# CPU agreement and timings), the HF transformers peer, and a table printed
-# last. Logs go to $OUT/gpu-check when $OUT is set.
+# (fixture checks on the GPU, vision and LLaMA, CUDA vs CPU), bench-cuda
+# (ViT-L size, CUDA vs CPU agreement and timings; then the 7B-shape LLaMA
+# on CUDA with LLM_LAYERS layers: a 611-position prefill and decode ms per
+# token, per layer and scaled to 32 layers), the HF transformers peer, and
+# a table printed last. Logs go to $OUT/gpu-check when $OUT is set.
 #
 # Environment: BUILD (default build-cuda) for prepare; CARRY_BLAS=1 to stage
-# OpenBLAS too (if the GPU machine's is missing); RUNS (default 20).
+# OpenBLAS too (if the GPU machine's is missing); RUNS (default 20);
+# LLM_LAYERS (default 4; 0 skips the LLaMA benchmark).
 set -u
 here=$(cd "$(dirname "$0")/../.." && pwd)
 stage=.device/gpu-check
@@ -103,7 +106,7 @@ run () {
 
   step test-device 60 env LD_LIBRARY_PATH="$ourlib" "$stage/bin/test-device" --verbose
   step test-cuda 150 env LD_LIBRARY_PATH="$ourlib" "$stage/bin/test-cuda" --verbose
-  step bench-cuda 200 env LD_LIBRARY_PATH="$ourlib" "$stage/bin/bench-cuda" --runs "${RUNS:-20}" --cpu-runs 1
+  step bench-cuda 260 env LD_LIBRARY_PATH="$ourlib" "$stage/bin/bench-cuda" --runs "${RUNS:-20}" --cpu-runs 1 --llm-layers "${LLM_LAYERS:-4}"
   local py=python3
   [ -x /opt/torch/.venv/bin/python3 ] && py=/opt/torch/.venv/bin/python3
   if [ -f "$stage/hf_peer_bench.py" ]; then

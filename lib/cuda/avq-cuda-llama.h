@@ -1,0 +1,88 @@
+/* The LLaMA decoder of LLaVA on one GPU: the CUDA backend of AvqLlama
+ * (lib/avq-llama.c dispatches here after avq_llama_use_cuda; only built
+ * when AVQ_HAVE_CUDA). Same semantics as the CPU decoder, which stays the
+ * numerical reference.
+ *
+ * Precision: weights (and the token embedding table) fp16 on the device,
+ * uploaded once through pinned staging buffers; cuBLAS GEMMs take fp16
+ * inputs and accumulate in fp32; the residual stream, RMSNorm, rotary
+ * embeddings, softmax and SiLU are fp32; the KV cache is fp16. Logits come
+ * back to the host as fp32. See docs/CUDA.md.
+ *
+ * One AvqCudaLlama owns one CUDA stream and one cuBLAS handle; not
+ * thread-safe. It keeps no notion of the cached length: the caller
+ * (AvqLlama) passes the position of every call. */
+#pragma once
+#include <glib.h>
+#include "avq-safetensors.h"
+
+G_BEGIN_DECLS
+
+/* A weight matrix [rows, cols] in host memory (the model's mapping or a
+ * LoRA-merged copy) in any float dtype. */
+typedef struct {
+  const void *data;
+  AvqDType dtype;
+  int rows, cols;
+} AvqCudaMatrix;
+
+typedef struct {
+  const float *attn_norm, *mlp_norm;   /* [hidden] */
+  AvqCudaMatrix q, k, v, o, gate, up, down;
+} AvqCudaLlamaLayer;
+
+typedef struct {
+  int hidden, heads, kv_heads, head_dim, ffn, vocab, n_layers;
+  float eps, rope_theta;
+  AvqCudaMatrix embed, lm_head;   /* lm_head.data == embed.data: tied */
+  const float *final_norm;
+  const AvqCudaLlamaLayer *layers;   /* n_layers */
+} AvqCudaLlamaDesc;
+
+/* Uploads every weight and allocates a KV cache of `max_context`
+ * positions. `device_ordinal` < 0 picks the current device. */
+typedef struct _AvqCudaLlama AvqCudaLlama;
+AvqCudaLlama *avq_cuda_llama_new (const AvqCudaLlamaDesc *desc, int max_context,
+                                  int device_ordinal, GError **error);
+void avq_cuda_llama_free (AvqCudaLlama *cl);
+
+/* Grows the KV cache to `max_context` positions, keeping the first `n_past`. */
+gboolean avq_cuda_llama_reserve (AvqCudaLlama *cl, int max_context, int n_past,
+                                 GError **error);
+
+/* n input embeddings [n, hidden] (host fp32) at positions p0 .. p0+n-1
+ * appended to the cache; `logits` (vocab floats, may be NULL) receives the
+ * last one's. p0 + n must not exceed the reserved context. */
+gboolean avq_cuda_llama_prefill (AvqCudaLlama *cl, const float *embeddings,
+                                 int n, int p0, float *logits, GError **error);
+
+/* One token (already range-checked) at position p0; logits to the host
+ * (may be NULL). `argmax` (may be NULL) receives the greedy id computed on
+ * the device (lowest id on ties). */
+gboolean avq_cuda_llama_decode (AvqCudaLlama *cl, int token, int p0,
+                                float *logits, int *argmax, GError **error);
+
+/* The prefill attention on its own (exposed for tests/test-cuda-kernels.c):
+ * n query rows q16 [n, nh hd] (fp16, device) at positions p0 .. p0+n-1
+ * over the fp16 cache of one layer ([nkv][max_ctx][hd], positions 0 ..
+ * p0+n-1 filled) -> out16 [n, nh hd]. scores (fp32) and probs (fp16) hold
+ * nh n Tp elements, Tp = p0 + n rounded up to a multiple of 8. Enqueued on
+ * `stream` (the cuBLAS handle must be bound to it). */
+struct cublasContext;
+struct CUstream_st;
+gboolean avq_cuda_causal_attention (struct cublasContext *blas,
+                                    struct CUstream_st *stream,
+                                    const guint16 *q16, int n, int p0, int nh,
+                                    int nkv, int hd, const guint16 *k_cache,
+                                    const guint16 *v_cache, int max_ctx,
+                                    float scale, float *scores, guint16 *probs,
+                                    guint16 *out16, GError **error);
+
+guint64 avq_cuda_llama_weight_bytes (const AvqCudaLlama *cl);
+double avq_cuda_llama_upload_ms (const AvqCudaLlama *cl);
+/* "NVIDIA H200 (sm_90, 139.8 GiB)" */
+const char *avq_cuda_llama_device_name (const AvqCudaLlama *cl);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (AvqCudaLlama, avq_cuda_llama_free)
+
+G_END_DECLS
