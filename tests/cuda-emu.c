@@ -1,8 +1,10 @@
 /* A CPU stand-in for the parts of the CUDA runtime and cuBLAS that the CUDA
  * backend calls, and for the backend's kernel launchers, so that the host
- * side of lib/cuda/avq-cuda.c (buffers, uploads, the row-major/column-major
- * mapping of every GEMM, strides of the batched attention GEMMs, the order
- * of each pass) runs against the fixture on a machine without a GPU.
+ * side of lib/cuda/avq-cuda.c, lib/cuda/avq-cuda-llama.c and the context
+ * they share, lib/cuda/avq-cuda-context.c (buffers, uploads, the
+ * row-major/column-major mapping of every GEMM, strides of the batched
+ * attention GEMMs, the order of each pass) runs against the fixture on a
+ * machine without a GPU.
  *
  * What it checks and what it cannot: the GEMMs follow cuBLAS's documented
  * column-major semantics and read fp16 operands as fp16, so the numerics are

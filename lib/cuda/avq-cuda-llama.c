@@ -20,41 +20,12 @@
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <string.h>
+#include "avq-cuda-context.h"
 #include "avq-cuda-kernels.h"
 #include "avq-error.h"
 
-#define STAGING_BYTES (8u << 20)
 /* Prefill rows per pass: bounds the [heads, rows, context] score buffers. */
 #define CHUNK_ROWS 512
-
-static gboolean
-cuda_failed (cudaError_t e, const char *call, GError **error)
-{
-  g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE, "CUDA: %s failed: %s (%s)",
-               call, cudaGetErrorName (e), cudaGetErrorString (e));
-  return FALSE;
-}
-
-static gboolean
-cublas_failed (cublasStatus_t s, const char *call, GError **error)
-{
-  g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE, "cuBLAS: %s failed: %s",
-               call, cublasGetStatusString (s));
-  return FALSE;
-}
-
-#define CK(call)                                                        \
-  do {                                                                  \
-    cudaError_t ck_e_ = (call);                                         \
-    if (ck_e_ != cudaSuccess)                                           \
-      return cuda_failed (ck_e_, #call, error);                         \
-  } while (0)
-#define CKB(call)                                                       \
-  do {                                                                  \
-    cublasStatus_t ck_s_ = (call);                                      \
-    if (ck_s_ != CUBLAS_STATUS_SUCCESS)                                 \
-      return cublas_failed (ck_s_, #call, error);                       \
-  } while (0)
 
 typedef struct {
   float *attn_norm, *mlp_norm;   /* fp32 [H] */
@@ -68,17 +39,9 @@ struct _AvqCudaLlama {
   int H, nh, nkv, hd, ffn, vocab, n_layers, q_dim, kv_dim, qkv_dim;
   float eps, theta, scale;
 
-  int device;
-  char *device_name;
-  cudaStream_t stream;
-  cublasHandle_t blas;
-  GPtrArray *allocations;
-  void *staging[2];
-  cudaEvent_t staged[2];
-  int next_staging;
-  float *convert;
-  guint64 weight_bytes;
-  gint64 upload_us;
+  AvqCudaContext *ctx;   /* device, allocations, staging, upload stats */
+  cudaStream_t stream;   /* the context's */
+  cublasHandle_t blas;   /* the context's, bound to stream */
 
   guint16 *embed16, *lm16;   /* [vocab, H]; the same when tied */
   float *final_norm;
@@ -101,32 +64,9 @@ struct _AvqCudaLlama {
   gint32 *h_ids;
 };
 
-static gboolean
-enter (AvqCudaLlama *cl, GError **error)
-{
-  CK (cudaSetDevice (cl->device));
-  return TRUE;
-}
-
-static gboolean
-dev_alloc (AvqCudaLlama *cl, void **ptr, gsize bytes, GError **error)
-{
-  *ptr = NULL;
-  CK (cudaMalloc (ptr, MAX (bytes, 16)));
-  g_ptr_array_add (cl->allocations, *ptr);
-  return TRUE;
-}
-
-/* Frees one allocation made by dev_alloc (for buffers that grow). */
-static void
-dev_release (AvqCudaLlama *cl, void *ptr)
-{
-  if (ptr != NULL && g_ptr_array_remove_fast (cl->allocations, ptr))
-    (void) cudaFree (ptr);
-}
-
 #define DEV_ALLOC(field, type, count)                                     \
-  dev_alloc (cl, (void **) &(field), sizeof (type) * (gsize) (count), error)
+  avq_cuda_context_dev_alloc (cl->ctx, (void **) &(field),                \
+                              sizeof (type) * (gsize) (count), error)
 
 static int
 ctx_pad (int ctx)
@@ -139,43 +79,18 @@ avq_cuda_llama_free (AvqCudaLlama *cl)
 {
   if (cl == NULL)
     return;
-  if (cl->stream)
-    (void) cudaStreamSynchronize (cl->stream);
-  if (cl->allocations) {
-    for (guint i = 0; i < cl->allocations->len; i++)
-      (void) cudaFree (g_ptr_array_index (cl->allocations, i));
-    g_ptr_array_free (cl->allocations, TRUE);
-  }
-  for (int i = 0; i < 2; i++) {
-    if (cl->staging[i])
-      (void) cudaFreeHost (cl->staging[i]);
-    if (cl->staged[i])
-      (void) cudaEventDestroy (cl->staged[i]);
-  }
-  if (cl->h_emb)
-    (void) cudaFreeHost (cl->h_emb);
-  if (cl->h_logits)
-    (void) cudaFreeHost (cl->h_logits);
-  if (cl->h_ids)
-    (void) cudaFreeHost (cl->h_ids);
-  if (cl->blas)
-    (void) cublasDestroy (cl->blas);
-  if (cl->stream)
-    (void) cudaStreamDestroy (cl->stream);
+  /* The context frees every device allocation and pinned buffer. */
+  avq_cuda_context_free (cl->ctx);
   g_free (cl->layers);
-  g_free (cl->convert);
-  g_free (cl->device_name);
   g_free (cl);
 }
 
-/* Copies elements [off0, off0 + n) of `m` (or of host floats when m is
- * NULL) to dst on the device, fp16 when to_half, through the two pinned
- * staging buffers (a buffer is refilled once its previous copy completed). */
+/* Copies elements [0, n) of `m` (or host floats when m is NULL) to dst on
+ * the device, fp16 when to_half (avq_cuda_context_upload). */
 static gboolean
 upload (AvqCudaLlama *cl, const AvqCudaMatrix *m, const float *host, gsize n,
         void *dst, gboolean to_half, GError **error)
 {
-  const gsize esize = to_half ? 2 : 4, chunk = STAGING_BYTES / 4;
   AvqTensor t = { 0 };
   if (m != NULL) {
     t.dtype = m->dtype;
@@ -183,41 +98,8 @@ upload (AvqCudaLlama *cl, const AvqCudaMatrix *m, const float *host, gsize n,
     t.shape[0] = (gint64) n;
     t.data = m->data;
   }
-  gint64 t0 = g_get_monotonic_time ();
-  for (gsize off = 0; off < n; off += chunk) {
-    gsize k = MIN (chunk, n - off);
-    int b = cl->next_staging;
-    cl->next_staging ^= 1;
-    CK (cudaEventSynchronize (cl->staged[b]));
-    void *stage = cl->staging[b];
-    if (m != NULL && to_half && m->dtype == AVQ_DTYPE_F16) {
-      memcpy (stage, (const guint8 *) m->data + off * 2, k * 2);
-    } else if (m != NULL && !to_half && m->dtype == AVQ_DTYPE_F32) {
-      memcpy (stage, (const guint8 *) m->data + off * 4, k * 4);
-    } else {
-      const float *src;
-      if (m != NULL) {
-        float *f = to_half ? cl->convert : stage;
-        avq_tensor_read_f32 (&t, off, k, f);
-        src = f;
-      } else {
-        src = host + off;
-      }
-      if (to_half) {
-        guint16 *h = stage;
-        for (gsize i = 0; i < k; i++)
-          h[i] = avq_float_to_half (src[i]);
-      } else if (src != stage) {
-        memcpy (stage, src, k * 4);
-      }
-    }
-    CK (cudaMemcpyAsync ((guint8 *) dst + off * esize, stage, k * esize,
-                         cudaMemcpyHostToDevice, cl->stream));
-    CK (cudaEventRecord (cl->staged[b], cl->stream));
-  }
-  cl->weight_bytes += n * esize;
-  cl->upload_us += g_get_monotonic_time () - t0;
-  return TRUE;
+  return avq_cuda_context_upload (cl->ctx, m != NULL ? &t : NULL, host, n, dst,
+                                  to_half, error);
 }
 
 static gboolean
@@ -243,7 +125,8 @@ upload_stacked (AvqCudaLlama *cl, const AvqCudaMatrix *const *mats, int count,
   gsize rows = 0;
   for (int i = 0; i < count; i++)
     rows += (gsize) mats[i]->rows;
-  if (!dev_alloc (cl, (void **) dst, rows * mats[0]->cols * 2, error))
+  if (!avq_cuda_context_dev_alloc (cl->ctx, (void **) dst,
+                                   rows * mats[0]->cols * 2, error))
     return FALSE;
   gsize off = 0;
   for (int i = 0; i < count; i++) {
@@ -259,7 +142,8 @@ static gboolean
 upload_vector (AvqCudaLlama *cl, const float *v, int n, float **dst,
                GError **error)
 {
-  return dev_alloc (cl, (void **) dst, sizeof (float) * n, error) &&
+  return avq_cuda_context_dev_alloc (cl->ctx, (void **) dst,
+                                     sizeof (float) * n, error) &&
          upload (cl, NULL, v, n, *dst, FALSE, error);
 }
 
@@ -268,24 +152,11 @@ init_context (AvqCudaLlama *cl, int device_ordinal, GError **error)
 {
   int count = 0;
   CK (cudaGetDeviceCount (&count));
-  if (device_ordinal < 0)
-    CK (cudaGetDevice (&device_ordinal));
-  CK (cudaSetDevice (device_ordinal));
-  cl->device = device_ordinal;
-  struct cudaDeviceProp prop;
-  CK (cudaGetDeviceProperties (&prop, device_ordinal));
-  cl->device_name = g_strdup_printf ("%s (sm_%d%d, %.1f GiB)", prop.name,
-                                     prop.major, prop.minor,
-                                     prop.totalGlobalMem / (1024.0 * 1024 * 1024));
-  CK (cudaStreamCreateWithFlags (&cl->stream, cudaStreamNonBlocking));
-  CKB (cublasCreate (&cl->blas));
-  CKB (cublasSetStream (cl->blas, cl->stream));
-  for (int i = 0; i < 2; i++) {
-    CK (cudaMallocHost (&cl->staging[i], STAGING_BYTES));
-    CK (cudaEventCreateWithFlags (&cl->staged[i], cudaEventDisableTiming));
-    CK (cudaEventRecord (cl->staged[i], cl->stream));
-  }
-  cl->convert = g_new (float, STAGING_BYTES / 4);
+  cl->ctx = avq_cuda_context_new (device_ordinal, "", error);
+  if (cl->ctx == NULL)
+    return FALSE;
+  cl->stream = avq_cuda_context_stream (cl->ctx);
+  cl->blas = avq_cuda_context_blas (cl->ctx);
   return TRUE;
 }
 
@@ -305,8 +176,8 @@ upload_rope (AvqCudaLlama *cl, int max_ctx, GError **error)
       s[(gsize) p * half + i] = (float) sin ((double) ang);
     }
   float *dc = NULL, *ds = NULL;
-  if (!dev_alloc (cl, (void **) &dc, sizeof (float) * max_ctx * half, error) ||
-      !dev_alloc (cl, (void **) &ds, sizeof (float) * max_ctx * half, error))
+  if (!DEV_ALLOC (dc, float, (gsize) max_ctx * half) ||
+      !DEV_ALLOC (ds, float, (gsize) max_ctx * half))
     return FALSE;
   /* Pageable copies, synchronised: the tables are freed on return. */
   CK (cudaMemcpyAsync (dc, c, sizeof (float) * max_ctx * half,
@@ -314,8 +185,8 @@ upload_rope (AvqCudaLlama *cl, int max_ctx, GError **error)
   CK (cudaMemcpyAsync (ds, s, sizeof (float) * max_ctx * half,
                        cudaMemcpyHostToDevice, cl->stream));
   CK (cudaStreamSynchronize (cl->stream));
-  dev_release (cl, cl->rope_cos);
-  dev_release (cl, cl->rope_sin);
+  avq_cuda_context_dev_release (cl->ctx, cl->rope_cos);
+  avq_cuda_context_dev_release (cl->ctx, cl->rope_sin);
   cl->rope_cos = dc;
   cl->rope_sin = ds;
   return TRUE;
@@ -327,12 +198,12 @@ avq_cuda_llama_reserve (AvqCudaLlama *cl, int max_context, int n_past,
 {
   if (max_context <= cl->max_ctx)
     return TRUE;
-  if (!enter (cl, error))
+  if (!avq_cuda_context_enter (cl->ctx, error))
     return FALSE;
   const gsize slices = (gsize) cl->n_layers * cl->nkv;
   guint16 *k = NULL, *v = NULL;
-  if (!dev_alloc (cl, (void **) &k, slices * max_context * cl->hd * 2, error) ||
-      !dev_alloc (cl, (void **) &v, slices * max_context * cl->hd * 2, error))
+  if (!DEV_ALLOC (k, guint16, slices * max_context * cl->hd) ||
+      !DEV_ALLOC (v, guint16, slices * max_context * cl->hd))
     return FALSE;
   if (n_past > 0) {
     const gsize row = (gsize) cl->hd * 2;
@@ -348,16 +219,15 @@ avq_cuda_llama_reserve (AvqCudaLlama *cl, int max_context, int n_past,
   const gsize ns = (gsize) cl->nh *
                    MAX ((gsize) MIN (CHUNK_ROWS, max_context) * ctx_pad (max_context),
                         (gsize) max_context);
-  if (!dev_alloc (cl, (void **) &scores, ns * 4, error) ||
-      !dev_alloc (cl, (void **) &probs, ns * 2, error))
+  if (!DEV_ALLOC (scores, float, ns) || !DEV_ALLOC (probs, guint16, ns))
     return FALSE;
   if (!upload_rope (cl, max_context, error))
     return FALSE;
   /* upload_rope synchronised the stream: the old buffers are idle. */
-  dev_release (cl, cl->k_cache);
-  dev_release (cl, cl->v_cache);
-  dev_release (cl, cl->scores);
-  dev_release (cl, cl->probs);
+  avq_cuda_context_dev_release (cl->ctx, cl->k_cache);
+  avq_cuda_context_dev_release (cl->ctx, cl->v_cache);
+  avq_cuda_context_dev_release (cl->ctx, cl->scores);
+  avq_cuda_context_dev_release (cl->ctx, cl->probs);
   cl->k_cache = k;
   cl->v_cache = v;
   cl->scores = scores;
@@ -380,8 +250,11 @@ alloc_activations (AvqCudaLlama *cl, GError **error)
       !DEV_ALLOC (cl->d_ids, gint32, 1) || !DEV_ALLOC (cl->d_argmax, gint32, 1))
     return FALSE;
   CK (cudaMallocHost ((void **) &cl->h_emb, sizeof (float) * R * H));
+  avq_cuda_context_keep_host (cl->ctx, cl->h_emb);
   CK (cudaMallocHost ((void **) &cl->h_logits, sizeof (float) * (cl->vocab + 1)));
+  avq_cuda_context_keep_host (cl->ctx, cl->h_logits);
   CK (cudaMallocHost ((void **) &cl->h_ids, sizeof (gint32) * 2));
+  avq_cuda_context_keep_host (cl->ctx, cl->h_ids);
   return TRUE;
 }
 
@@ -391,7 +264,6 @@ avq_cuda_llama_new (const AvqCudaLlamaDesc *d, int max_context,
 {
   g_return_val_if_fail (d != NULL && d->layers != NULL, NULL);
   g_autoptr (AvqCudaLlama) cl = g_new0 (AvqCudaLlama, 1);
-  cl->allocations = g_ptr_array_new ();
   cl->H = d->hidden;
   cl->nh = d->heads;
   cl->nkv = d->kv_heads;
@@ -465,10 +337,10 @@ avq_cuda_llama_new (const AvqCudaLlamaDesc *d, int max_context,
   gint64 t0 = g_get_monotonic_time ();
   cudaError_t ce = cudaStreamSynchronize (cl->stream);
   if (ce != cudaSuccess) {
-    cuda_failed (ce, "cudaStreamSynchronize (cl->stream)", error);
+    avq_cuda_failed (ce, "cudaStreamSynchronize (cl->stream)", error);
     return NULL;
   }
-  cl->upload_us += g_get_monotonic_time () - t0;
+  avq_cuda_context_add_upload_us (cl->ctx, g_get_monotonic_time () - t0);
   return g_steal_pointer (&cl);
 }
 
@@ -608,7 +480,8 @@ gboolean
 avq_cuda_llama_prefill (AvqCudaLlama *cl, const float *emb, int n, int p0,
                         float *logits, GError **error)
 {
-  if (!check_positions (cl, n, p0, error) || !enter (cl, error))
+  if (!check_positions (cl, n, p0, error) ||
+      !avq_cuda_context_enter (cl->ctx, error))
     return FALSE;
   const int H = cl->H;
   for (int done = 0; done < n;) {
@@ -639,7 +512,8 @@ gboolean
 avq_cuda_llama_decode (AvqCudaLlama *cl, int token, int p0, float *logits,
                        int *argmax, GError **error)
 {
-  if (!check_positions (cl, 1, p0, error) || !enter (cl, error))
+  if (!check_positions (cl, 1, p0, error) ||
+      !avq_cuda_context_enter (cl->ctx, error))
     return FALSE;
   if (token < 0 || token >= cl->vocab) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
@@ -674,17 +548,17 @@ avq_cuda_llama_decode (AvqCudaLlama *cl, int token, int p0, float *logits,
 guint64
 avq_cuda_llama_weight_bytes (const AvqCudaLlama *cl)
 {
-  return cl->weight_bytes;
+  return avq_cuda_context_weight_bytes (cl->ctx);
 }
 
 double
 avq_cuda_llama_upload_ms (const AvqCudaLlama *cl)
 {
-  return cl->upload_us / 1000.0;
+  return avq_cuda_context_upload_ms (cl->ctx);
 }
 
 const char *
 avq_cuda_llama_device_name (const AvqCudaLlama *cl)
 {
-  return cl->device_name;
+  return avq_cuda_context_device_name (cl->ctx);
 }

@@ -10,45 +10,11 @@
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <string.h>
+#include "avq-cuda-context.h"
 #include "avq-cuda-kernels.h"
 #include "avq-error.h"
 
 #define VM "vision_tower.vision_model."
-
-/* Pinned staging for weight uploads: two buffers, so that converting the
- * next chunk overlaps the copy of the previous one. */
-#define STAGING_BYTES (8u << 20)
-
-static gboolean
-cuda_failed (cudaError_t e, const char *call, GError **error)
-{
-  g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE, "CUDA: %s failed: %s (%s)",
-               call, cudaGetErrorName (e), cudaGetErrorString (e));
-  return FALSE;
-}
-
-static gboolean
-cublas_failed (cublasStatus_t s, const char *call, GError **error)
-{
-  g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE, "cuBLAS: %s failed: %s",
-               call, cublasGetStatusString (s));
-  return FALSE;
-}
-
-/* Every CUDA and cuBLAS call goes through one of these; the GError names
- * the call as written. */
-#define CK(call)                                                        \
-  do {                                                                  \
-    cudaError_t ck_e_ = (call);                                         \
-    if (ck_e_ != cudaSuccess)                                           \
-      return cuda_failed (ck_e_, #call, error);                         \
-  } while (0)
-#define CKB(call)                                                       \
-  do {                                                                  \
-    cublasStatus_t ck_s_ = (call);                                      \
-    if (ck_s_ != CUBLAS_STATUS_SUCCESS)                                 \
-      return cublas_failed (ck_s_, #call, error);                       \
-  } while (0)
 
 gboolean
 avq_cuda_probe (GError **error)
@@ -97,18 +63,9 @@ struct _AvqCudaVision {
   gboolean proj_bias;
   gboolean fused_attention;   /* AVQ_CUDA_ATTENTION=fused */
 
-  int device;
-  char *device_name;
-  cudaStream_t stream;
-  cublasHandle_t blas;
-  GPtrArray *allocations;   /* device pointers to cudaFree */
-
-  void *staging[2];         /* pinned */
-  cudaEvent_t staged[2];
-  int next_staging;
-  float *convert;           /* host scratch for dtype conversion */
-  guint64 weight_bytes;
-  gint64 upload_us;
+  AvqCudaContext *ctx;      /* device, allocations, staging, upload stats */
+  cudaStream_t stream;      /* the context's */
+  cublasHandle_t blas;      /* the context's, bound to stream */
 
   /* weights */
   guint16 *patch_w;         /* [D, patch_dim] */
@@ -154,115 +111,19 @@ struct _AvqCudaVision {
   gsize h_out_floats;
 };
 
-/* The current device is per host thread, and an engine may be created on
- * one thread and run on another (a GStreamer streaming thread). */
-static gboolean
-enter (AvqCudaVision *cv, GError **error)
-{
-  CK (cudaSetDevice (cv->device));
-  return TRUE;
-}
-
-static gboolean
-dev_alloc (AvqCudaVision *cv, void **ptr, gsize bytes, GError **error)
-{
-  *ptr = NULL;
-  CK (cudaMalloc (ptr, MAX (bytes, 16)));
-  g_ptr_array_add (cv->allocations, *ptr);
-  return TRUE;
-}
-
 #define DEV_ALLOC(field, type, count)                                     \
-  dev_alloc (cv, (void **) &(field), sizeof (type) * (gsize) (count), error)
+  avq_cuda_context_dev_alloc (cv->ctx, (void **) &(field),                \
+                              sizeof (type) * (gsize) (count), error)
 
 void
 avq_cuda_vision_free (AvqCudaVision *cv)
 {
   if (cv == NULL)
     return;
-  /* Teardown errors cannot be reported; a failed stream sync here only
-   * means the frees below wait in the driver instead. */
-  if (cv->stream)
-    (void) cudaStreamSynchronize (cv->stream);
-  if (cv->allocations) {
-    for (guint i = 0; i < cv->allocations->len; i++)
-      (void) cudaFree (g_ptr_array_index (cv->allocations, i));
-    g_ptr_array_free (cv->allocations, TRUE);
-  }
-  for (int i = 0; i < 2; i++) {
-    if (cv->staging[i])
-      (void) cudaFreeHost (cv->staging[i]);
-    if (cv->staged[i])
-      (void) cudaEventDestroy (cv->staged[i]);
-  }
-  if (cv->h_pixels)
-    (void) cudaFreeHost (cv->h_pixels);
-  if (cv->h_idx)
-    (void) cudaFreeHost (cv->h_idx);
-  if (cv->h_codes)
-    (void) cudaFreeHost (cv->h_codes);
-  if (cv->h_margin)
-    (void) cudaFreeHost (cv->h_margin);
-  if (cv->h_range)
-    (void) cudaFreeHost (cv->h_range);
-  if (cv->h_out)
-    (void) cudaFreeHost (cv->h_out);
-  if (cv->blas)
-    (void) cublasDestroy (cv->blas);
-  if (cv->stream)
-    (void) cudaStreamDestroy (cv->stream);
+  /* The context frees every device allocation and pinned buffer. */
+  avq_cuda_context_free (cv->ctx);
   g_free (cv->layers);
-  g_free (cv->convert);
-  g_free (cv->device_name);
   g_free (cv);
-}
-
-/* Copies `n` elements to `dst` on the device, as fp16 when `to_half`, else
- * fp32. The source is a tensor of the mapped model (any float dtype) or,
- * when `t` is NULL, host floats. Goes through the pinned staging buffers in
- * chunks; a staging buffer is refilled only after its previous copy has
- * completed (its event). */
-static gboolean
-upload (AvqCudaVision *cv, const AvqTensor *t, const float *host, gsize n,
-        void *dst, gboolean to_half, GError **error)
-{
-  const gsize esize = to_half ? 2 : 4;
-  const gsize chunk = STAGING_BYTES / 4;   /* elements per chunk (fp32 worst) */
-  gint64 t0 = g_get_monotonic_time ();
-  for (gsize off = 0; off < n; off += chunk) {
-    gsize m = MIN (chunk, n - off);
-    int b = cv->next_staging;
-    cv->next_staging ^= 1;
-    CK (cudaEventSynchronize (cv->staged[b]));
-    void *stage = cv->staging[b];
-    if (t != NULL && to_half && t->dtype == AVQ_DTYPE_F16) {
-      memcpy (stage, (const guint8 *) t->data + off * 2, m * 2);
-    } else if (t != NULL && !to_half && t->dtype == AVQ_DTYPE_F32) {
-      memcpy (stage, (const guint8 *) t->data + off * 4, m * 4);
-    } else {
-      const float *src;
-      if (t != NULL) {
-        float *f = to_half ? cv->convert : stage;
-        avq_tensor_read_f32 (t, off, m, f);
-        src = f;
-      } else {
-        src = host + off;
-      }
-      if (to_half) {
-        guint16 *h = stage;
-        for (gsize i = 0; i < m; i++)
-          h[i] = avq_float_to_half (src[i]);
-      } else if (src != stage) {
-        memcpy (stage, src, m * 4);
-      }
-    }
-    CK (cudaMemcpyAsync ((guint8 *) dst + off * esize, stage, m * esize,
-                         cudaMemcpyHostToDevice, cv->stream));
-    CK (cudaEventRecord (cv->staged[b], cv->stream));
-  }
-  cv->weight_bytes += n * esize;
-  cv->upload_us += g_get_monotonic_time () - t0;
-  return TRUE;
 }
 
 /* A model tensor of the given shape (already validated by the CPU loader's
@@ -283,9 +144,10 @@ upload_model (AvqCudaVision *cv, const AvqModel *model, const char *name,
   if (t == NULL)
     return FALSE;
   gsize n = avq_tensor_numel (t);
-  if (!dev_alloc (cv, dst, n * (to_half ? 2 : 4), error))
+  if (!avq_cuda_context_dev_alloc (cv->ctx, dst, n * (to_half ? 2 : 4),
+                                   error))
     return FALSE;
-  return upload (cv, t, NULL, n, *dst, to_half, error);
+  return avq_cuda_context_upload (cv->ctx, t, NULL, n, *dst, to_half, error);
 }
 
 static gboolean
@@ -326,14 +188,16 @@ upload_layer (AvqCudaVision *cv, const AvqModel *model, int i, CudaLayer *l,
     g_snprintf (name, sizeof name, VM "encoder.layers.%d.self_attn.%s.weight",
                 i, parts[p]);
     const AvqTensor *w = model_tensor (model, 2, dd, error, name);
-    if (w == NULL || !upload (cv, w, NULL, (gsize) (D * D),
-                              l->qkv_w + (gsize) p * D * D, TRUE, error))
+    if (w == NULL ||
+        !avq_cuda_context_upload (cv->ctx, w, NULL, (gsize) (D * D),
+                                  l->qkv_w + (gsize) p * D * D, TRUE, error))
       return FALSE;
     g_snprintf (name, sizeof name, VM "encoder.layers.%d.self_attn.%s.bias",
                 i, parts[p]);
     const AvqTensor *b = model_tensor (model, 1, vd, error, name);
-    if (b == NULL || !upload (cv, b, NULL, (gsize) D, l->qkv_b + p * D, FALSE,
-                              error))
+    if (b == NULL ||
+        !avq_cuda_context_upload (cv->ctx, b, NULL, (gsize) D, l->qkv_b + p * D,
+                                  FALSE, error))
       return FALSE;
   }
   return TRUE;
@@ -349,8 +213,8 @@ upload_layers (AvqCudaVision *cv, const AvqModel *model, int n_layers,
   memset (cv->layers + cv->n_layers, 0,
           sizeof (CudaLayer) * (n_layers - cv->n_layers));
   for (int i = cv->n_layers; i < n_layers; i++) {
-    /* Device memory of a half-uploaded layer stays in `allocations` and is
-     * freed with the context. */
+    /* Device memory of a half-uploaded layer stays in the context's
+     * allocations and is freed with it. */
     if (!upload_layer (cv, model, i, &cv->layers[i], error))
       return FALSE;
     cv->n_layers = i + 1;
@@ -376,14 +240,23 @@ upload_quantizer (AvqCudaVision *cv, const AvqQuantizer *q, GError **error)
       !DEV_ALLOC (cv->in_b, float, D) || !DEV_ALLOC (cv->out_b, float, D) ||
       !DEV_ALLOC (cv->q_ln1_w, float, D) || !DEV_ALLOC (cv->q_ln1_b, float, D))
     return FALSE;
-  if (!upload (cv, NULL, q->codebook, K * D, cv->codebook, FALSE, error) ||
-      !upload (cv, NULL, q->codebook_sqnorm, K, cv->sqnorm, FALSE, error) ||
-      !upload (cv, NULL, q->in_w, D * D, cv->in_w, TRUE, error) ||
-      !upload (cv, NULL, q->out_w, D * D, cv->out_w, TRUE, error) ||
-      !upload (cv, NULL, q->in_b, D, cv->in_b, FALSE, error) ||
-      !upload (cv, NULL, q->out_b, D, cv->out_b, FALSE, error) ||
-      !upload (cv, NULL, q->ln1_w, D, cv->q_ln1_w, FALSE, error) ||
-      !upload (cv, NULL, q->ln1_b, D, cv->q_ln1_b, FALSE, error))
+  AvqCudaContext *ctx = cv->ctx;
+  if (!avq_cuda_context_upload (ctx, NULL, q->codebook, K * D, cv->codebook,
+                                FALSE, error) ||
+      !avq_cuda_context_upload (ctx, NULL, q->codebook_sqnorm, K, cv->sqnorm,
+                                FALSE, error) ||
+      !avq_cuda_context_upload (ctx, NULL, q->in_w, D * D, cv->in_w, TRUE,
+                                error) ||
+      !avq_cuda_context_upload (ctx, NULL, q->out_w, D * D, cv->out_w, TRUE,
+                                error) ||
+      !avq_cuda_context_upload (ctx, NULL, q->in_b, D, cv->in_b, FALSE,
+                                error) ||
+      !avq_cuda_context_upload (ctx, NULL, q->out_b, D, cv->out_b, FALSE,
+                                error) ||
+      !avq_cuda_context_upload (ctx, NULL, q->ln1_w, D, cv->q_ln1_w, FALSE,
+                                error) ||
+      !avq_cuda_context_upload (ctx, NULL, q->ln1_b, D, cv->q_ln1_b, FALSE,
+                                error))
     return FALSE;
   if (cv->q_derive) {
     /* The per-model constants of the closed form, exactly as the CPU's
@@ -406,7 +279,8 @@ upload_quantizer (AvqCudaVision *cv, const AvqQuantizer *q, GError **error)
     cv->dC = C;
     cv->dR = R;
     if (!DEV_ALLOC (cv->qq, double, D) || !DEV_ALLOC (cv->q_pre_w, float, D) ||
-        !upload (cv, NULL, q->pre_w, D, cv->q_pre_w, FALSE, error))
+        !avq_cuda_context_upload (ctx, NULL, q->pre_w, D, cv->q_pre_w, FALSE,
+                                  error))
       return FALSE;
     /* Doubles do not go through the float staging path. */
     CK (cudaMemcpy (cv->qq, qq, sizeof (double) * D, cudaMemcpyHostToDevice));
@@ -418,9 +292,13 @@ upload_quantizer (AvqCudaVision *cv, const AvqQuantizer *q, GError **error)
       !DEV_ALLOC (cv->idx, gint32, T) || !DEV_ALLOC (cv->codes, gint32, 2 * T))
     return FALSE;
   CK (cudaMallocHost ((void **) &cv->h_idx, sizeof (gint32) * T));
+  avq_cuda_context_keep_host (cv->ctx, cv->h_idx);
   CK (cudaMallocHost ((void **) &cv->h_codes, sizeof (gint32) * 2 * T));
+  avq_cuda_context_keep_host (cv->ctx, cv->h_codes);
   CK (cudaMallocHost ((void **) &cv->h_margin, sizeof (float) * T));
+  avq_cuda_context_keep_host (cv->ctx, cv->h_margin);
   CK (cudaMallocHost ((void **) &cv->h_range, sizeof (float) * 4));
+  avq_cuda_context_keep_host (cv->ctx, cv->h_range);
   return TRUE;
 }
 
@@ -429,26 +307,13 @@ init_context (AvqCudaVision *cv, int device_ordinal, GError **error)
 {
   if (!avq_cuda_probe (error))
     return FALSE;
-  if (device_ordinal < 0)
-    CK (cudaGetDevice (&device_ordinal));
-  CK (cudaSetDevice (device_ordinal));
-  cv->device = device_ordinal;
-  struct cudaDeviceProp prop;
-  CK (cudaGetDeviceProperties (&prop, device_ordinal));
-  cv->device_name = g_strdup_printf ("%s (sm_%d%d, %.1f GiB)%s", prop.name,
-                                     prop.major, prop.minor,
-                                     prop.totalGlobalMem / (1024.0 * 1024 * 1024),
-                                     cv->fused_attention ? ", fused attention" : "");
-  CK (cudaStreamCreateWithFlags (&cv->stream, cudaStreamNonBlocking));
-  CKB (cublasCreate (&cv->blas));
-  CKB (cublasSetStream (cv->blas, cv->stream));
-  for (int i = 0; i < 2; i++) {
-    CK (cudaMallocHost (&cv->staging[i], STAGING_BYTES));
-    CK (cudaEventCreateWithFlags (&cv->staged[i], cudaEventDisableTiming));
-    /* Recorded once so that the first wait on it returns at once. */
-    CK (cudaEventRecord (cv->staged[i], cv->stream));
-  }
-  cv->convert = g_new (float, STAGING_BYTES / 4);
+  cv->ctx = avq_cuda_context_new (device_ordinal,
+                                  cv->fused_attention ? ", fused attention" : "",
+                                  error);
+  if (cv->ctx == NULL)
+    return FALSE;
+  cv->stream = avq_cuda_context_stream (cv->ctx);
+  cv->blas = avq_cuda_context_blas (cv->ctx);
   return TRUE;
 }
 
@@ -474,6 +339,7 @@ alloc_activations (AvqCudaVision *cv, GError **error)
        !DEV_ALLOC (cv->probs, guint16, H * T * Tp)))
     return FALSE;
   CK (cudaMallocHost ((void **) &cv->h_pixels, sizeof (float) * px));
+  avq_cuda_context_keep_host (cv->ctx, cv->h_pixels);
   return TRUE;
 }
 
@@ -484,7 +350,6 @@ avq_cuda_vision_new (const AvqModel *model, const AvqVisionTower *tw,
 {
   g_return_val_if_fail (model != NULL && tw != NULL, NULL);
   g_autoptr (AvqCudaVision) cv = g_new0 (AvqCudaVision, 1);
-  cv->allocations = g_ptr_array_new ();
   cv->D = tw->hidden;
   cv->I = tw->intermediate;
   cv->H = tw->heads;
@@ -554,11 +419,11 @@ avq_cuda_vision_new (const AvqModel *model, const AvqVisionTower *tw,
   if (cv->stream) {
     cudaError_t e = cudaStreamSynchronize (cv->stream);
     if (e != cudaSuccess) {
-      cuda_failed (e, "cudaStreamSynchronize (stream)", error);
+      avq_cuda_failed (e, "cudaStreamSynchronize (stream)", error);
       return NULL;
     }
   }
-  cv->upload_us += g_get_monotonic_time () - t0;
+  avq_cuda_context_add_upload_us (cv->ctx, g_get_monotonic_time () - t0);
   return g_steal_pointer (&cv);
 }
 
@@ -568,7 +433,8 @@ avq_cuda_vision_ensure_full (AvqCudaVision *cv, const AvqModel *model,
 {
   if (cv->have_projector && cv->n_layers >= cv->layers_run)
     return TRUE;
-  if (!enter (cv, error) || !upload_layers (cv, model, cv->layers_run, error))
+  if (!avq_cuda_context_enter (cv->ctx, error) ||
+      !upload_layers (cv, model, cv->layers_run, error))
     return FALSE;
   if (!cv->have_projector) {
     const gint64 O = cv->proj_out, D = cv->D;
@@ -592,9 +458,10 @@ avq_cuda_vision_ensure_full (AvqCudaVision *cv, const AvqModel *model,
       return FALSE;
     cv->h_out_floats = F * O;
     CK (cudaMallocHost ((void **) &cv->h_out, sizeof (float) * F * O));
+    avq_cuda_context_keep_host (cv->ctx, cv->h_out);
     gint64 t0 = g_get_monotonic_time ();
     CK (cudaStreamSynchronize (cv->stream));
-    cv->upload_us += g_get_monotonic_time () - t0;
+    avq_cuda_context_add_upload_us (cv->ctx, g_get_monotonic_time () - t0);
     cv->have_projector = TRUE;
   }
   return TRUE;
@@ -758,7 +625,7 @@ avq_cuda_vision_encode (AvqCudaVision *cv, const float *pixels,
   g_return_val_if_fail (cv->have_q, FALSE);
   g_return_val_if_fail (frame->tokens == (guint) cv->T, FALSE);
   const int T = cv->T, D = cv->D, K = cv->K, L = cv->q_layer;
-  if (!enter (cv, error) || !need_layers (cv, L, error) ||
+  if (!avq_cuda_context_enter (cv->ctx, error) || !need_layers (cv, L, error) ||
       !embed (cv, pixels, error) ||
       !run_layers (cv, 0, L, error))
     return FALSE;
@@ -826,7 +693,7 @@ avq_cuda_vision_decode (AvqCudaVision *cv, const AvqFrame *frame,
                    "CUDA backend: the projector is not uploaded");
     return FALSE;
   }
-  if (!enter (cv, error))
+  if (!avq_cuda_context_enter (cv->ctx, error))
     return FALSE;
   for (int t = 0; t < T; t++)
     cv->h_idx[t] = frame->indices[t];
@@ -873,7 +740,7 @@ avq_cuda_vision_features (AvqCudaVision *cv, const float *pixels,
                    "CUDA backend: the projector is not uploaded");
     return FALSE;
   }
-  if (!enter (cv, error) || !embed (cv, pixels, error) ||
+  if (!avq_cuda_context_enter (cv->ctx, error) || !embed (cv, pixels, error) ||
       !run_layers (cv, 0, cv->layers_run, error))
     return FALSE;
   return project (cv, features, error);
@@ -883,7 +750,8 @@ gboolean
 avq_cuda_vision_hidden (AvqCudaVision *cv, const float *pixels, int n_layers,
                         float *hidden, GError **error)
 {
-  if (n_layers < 0 || !need_layers (cv, n_layers, error) || !enter (cv, error))
+  if (n_layers < 0 || !need_layers (cv, n_layers, error) ||
+      !avq_cuda_context_enter (cv->ctx, error))
     return FALSE;
   if (!embed (cv, pixels, error) || !run_layers (cv, 0, n_layers, error))
     return FALSE;
@@ -897,17 +765,17 @@ avq_cuda_vision_hidden (AvqCudaVision *cv, const float *pixels, int n_layers,
 guint64
 avq_cuda_vision_weight_bytes (const AvqCudaVision *cv)
 {
-  return cv->weight_bytes;
+  return avq_cuda_context_weight_bytes (cv->ctx);
 }
 
 double
 avq_cuda_vision_upload_ms (const AvqCudaVision *cv)
 {
-  return cv->upload_us / 1000.0;
+  return avq_cuda_context_upload_ms (cv->ctx);
 }
 
 const char *
 avq_cuda_vision_device_name (const AvqCudaVision *cv)
 {
-  return cv->device_name;
+  return avq_cuda_context_device_name (cv->ctx);
 }

@@ -1,0 +1,222 @@
+/* The device plumbing shared by the CUDA backends (avq-cuda-context.h). */
+#include "avq-cuda-context.h"
+#include <string.h>
+#include "avq-error.h"
+
+/* Pinned staging for weight uploads: two buffers, so that converting the
+ * next chunk overlaps the copy of the previous one. */
+#define STAGING_BYTES (8u << 20)
+
+struct _AvqCudaContext {
+  int device;
+  char *device_name;
+  cudaStream_t stream;
+  cublasHandle_t blas;
+  GPtrArray *allocations;   /* device pointers to cudaFree */
+  GPtrArray *host;          /* pinned host pointers to cudaFreeHost */
+
+  void *staging[2];         /* pinned */
+  cudaEvent_t staged[2];
+  int next_staging;
+  float *convert;           /* host scratch for dtype conversion */
+  guint64 weight_bytes;
+  gint64 upload_us;
+};
+
+gboolean
+avq_cuda_failed (cudaError_t e, const char *call, GError **error)
+{
+  g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE, "CUDA: %s failed: %s (%s)",
+               call, cudaGetErrorName (e), cudaGetErrorString (e));
+  return FALSE;
+}
+
+gboolean
+avq_cublas_failed (cublasStatus_t s, const char *call, GError **error)
+{
+  g_set_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE, "cuBLAS: %s failed: %s",
+               call, cublasGetStatusString (s));
+  return FALSE;
+}
+
+void
+avq_cuda_context_free (AvqCudaContext *ctx)
+{
+  if (ctx == NULL)
+    return;
+  /* Teardown errors cannot be reported; a failed stream sync here only
+   * means the frees below wait in the driver instead. */
+  if (ctx->stream)
+    (void) cudaStreamSynchronize (ctx->stream);
+  for (guint i = 0; i < ctx->allocations->len; i++)
+    (void) cudaFree (g_ptr_array_index (ctx->allocations, i));
+  g_ptr_array_free (ctx->allocations, TRUE);
+  for (int i = 0; i < 2; i++) {
+    if (ctx->staging[i])
+      (void) cudaFreeHost (ctx->staging[i]);
+    if (ctx->staged[i])
+      (void) cudaEventDestroy (ctx->staged[i]);
+  }
+  for (guint i = 0; i < ctx->host->len; i++)
+    (void) cudaFreeHost (g_ptr_array_index (ctx->host, i));
+  g_ptr_array_free (ctx->host, TRUE);
+  if (ctx->blas)
+    (void) cublasDestroy (ctx->blas);
+  if (ctx->stream)
+    (void) cudaStreamDestroy (ctx->stream);
+  g_free (ctx->convert);
+  g_free (ctx->device_name);
+  g_free (ctx);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (AvqCudaContext, avq_cuda_context_free)
+
+static gboolean
+init (AvqCudaContext *ctx, int device_ordinal, const char *name_suffix,
+      GError **error)
+{
+  if (device_ordinal < 0)
+    CK (cudaGetDevice (&device_ordinal));
+  CK (cudaSetDevice (device_ordinal));
+  ctx->device = device_ordinal;
+  struct cudaDeviceProp prop;
+  CK (cudaGetDeviceProperties (&prop, device_ordinal));
+  ctx->device_name = g_strdup_printf ("%s (sm_%d%d, %.1f GiB)%s", prop.name,
+                                      prop.major, prop.minor,
+                                      prop.totalGlobalMem / (1024.0 * 1024 * 1024),
+                                      name_suffix != NULL ? name_suffix : "");
+  CK (cudaStreamCreateWithFlags (&ctx->stream, cudaStreamNonBlocking));
+  CKB (cublasCreate (&ctx->blas));
+  CKB (cublasSetStream (ctx->blas, ctx->stream));
+  for (int i = 0; i < 2; i++) {
+    CK (cudaMallocHost (&ctx->staging[i], STAGING_BYTES));
+    CK (cudaEventCreateWithFlags (&ctx->staged[i], cudaEventDisableTiming));
+    /* Recorded once so that the first wait on it returns at once. */
+    CK (cudaEventRecord (ctx->staged[i], ctx->stream));
+  }
+  ctx->convert = g_new (float, STAGING_BYTES / 4);
+  return TRUE;
+}
+
+AvqCudaContext *
+avq_cuda_context_new (int device_ordinal, const char *name_suffix,
+                      GError **error)
+{
+  g_autoptr (AvqCudaContext) ctx = g_new0 (AvqCudaContext, 1);
+  ctx->allocations = g_ptr_array_new ();
+  ctx->host = g_ptr_array_new ();
+  if (!init (ctx, device_ordinal, name_suffix, error))
+    return NULL;
+  return g_steal_pointer (&ctx);
+}
+
+gboolean
+avq_cuda_context_enter (AvqCudaContext *ctx, GError **error)
+{
+  CK (cudaSetDevice (ctx->device));
+  return TRUE;
+}
+
+cudaStream_t
+avq_cuda_context_stream (const AvqCudaContext *ctx)
+{
+  return ctx->stream;
+}
+
+cublasHandle_t
+avq_cuda_context_blas (const AvqCudaContext *ctx)
+{
+  return ctx->blas;
+}
+
+const char *
+avq_cuda_context_device_name (const AvqCudaContext *ctx)
+{
+  return ctx->device_name;
+}
+
+gboolean
+avq_cuda_context_dev_alloc (AvqCudaContext *ctx, void **ptr, gsize bytes,
+                            GError **error)
+{
+  *ptr = NULL;
+  CK (cudaMalloc (ptr, MAX (bytes, 16)));
+  g_ptr_array_add (ctx->allocations, *ptr);
+  return TRUE;
+}
+
+void
+avq_cuda_context_dev_release (AvqCudaContext *ctx, void *ptr)
+{
+  if (ptr != NULL && g_ptr_array_remove_fast (ctx->allocations, ptr))
+    (void) cudaFree (ptr);
+}
+
+void
+avq_cuda_context_keep_host (AvqCudaContext *ctx, void *ptr)
+{
+  if (ptr != NULL)
+    g_ptr_array_add (ctx->host, ptr);
+}
+
+gboolean
+avq_cuda_context_upload (AvqCudaContext *ctx, const AvqTensor *t,
+                         const float *host, gsize n, void *dst,
+                         gboolean to_half, GError **error)
+{
+  const gsize esize = to_half ? 2 : 4;
+  const gsize chunk = STAGING_BYTES / 4;   /* elements per chunk (fp32 worst) */
+  gint64 t0 = g_get_monotonic_time ();
+  for (gsize off = 0; off < n; off += chunk) {
+    gsize m = MIN (chunk, n - off);
+    int b = ctx->next_staging;
+    ctx->next_staging ^= 1;
+    CK (cudaEventSynchronize (ctx->staged[b]));
+    void *stage = ctx->staging[b];
+    if (t != NULL && to_half && t->dtype == AVQ_DTYPE_F16) {
+      memcpy (stage, (const guint8 *) t->data + off * 2, m * 2);
+    } else if (t != NULL && !to_half && t->dtype == AVQ_DTYPE_F32) {
+      memcpy (stage, (const guint8 *) t->data + off * 4, m * 4);
+    } else {
+      const float *src;
+      if (t != NULL) {
+        float *f = to_half ? ctx->convert : stage;
+        avq_tensor_read_f32 (t, off, m, f);
+        src = f;
+      } else {
+        src = host + off;
+      }
+      if (to_half) {
+        guint16 *h = stage;
+        for (gsize i = 0; i < m; i++)
+          h[i] = avq_float_to_half (src[i]);
+      } else if (src != stage) {
+        memcpy (stage, src, m * 4);
+      }
+    }
+    CK (cudaMemcpyAsync ((guint8 *) dst + off * esize, stage, m * esize,
+                         cudaMemcpyHostToDevice, ctx->stream));
+    CK (cudaEventRecord (ctx->staged[b], ctx->stream));
+  }
+  ctx->weight_bytes += n * esize;
+  ctx->upload_us += g_get_monotonic_time () - t0;
+  return TRUE;
+}
+
+void
+avq_cuda_context_add_upload_us (AvqCudaContext *ctx, gint64 us)
+{
+  ctx->upload_us += us;
+}
+
+guint64
+avq_cuda_context_weight_bytes (const AvqCudaContext *ctx)
+{
+  return ctx->weight_bytes;
+}
+
+double
+avq_cuda_context_upload_ms (const AvqCudaContext *ctx)
+{
+  return ctx->upload_us / 1000.0;
+}
