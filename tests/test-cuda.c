@@ -319,19 +319,6 @@ test_cross (gconstpointer data)
  * top-2) exceeds this: fp16 weights move tiny-fixture logits by ~1e-3. */
 #define LOGIT_MARGIN 0.05
 
-static AvqModel *
-tiny_model (void)
-{
-  static AvqModel *model;
-  if (model == NULL) {
-    g_autoptr (GError) error = NULL;
-    g_autofree char *dir = avq_test_data_path ("tiny-llava");
-    model = avq_model_open (dir, &error);
-    g_assert_no_error (error);
-  }
-  return model;
-}
-
 static JsonObject *
 reference_object (void)
 {
@@ -400,7 +387,7 @@ static void
 test_llm_fixture (gconstpointer data)
 {
   const LlmCase *c = data;
-  AvqModel *model = tiny_model ();
+  AvqModel *model = avq_test_tiny_model ();
   g_autoptr (AvqLlama) gpu = cuda_llama (model, 1024);
   g_autoptr (GError) error = NULL;
   g_autoptr (AvqLlama) cpu = avq_llama_new (model, 1024, &error);

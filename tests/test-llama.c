@@ -19,26 +19,13 @@
 /* ---------------------------------------------------------------------- */
 /* fixture helpers */
 
-static AvqModel *
-tiny_model (void)
-{
-  static AvqModel *model;
-  if (model == NULL) {
-    g_autoptr (GError) error = NULL;
-    g_autofree char *dir = avq_test_data_path ("tiny-llava");
-    model = avq_model_open (dir, &error);
-    g_assert_no_error (error);
-  }
-  return model;
-}
-
 static AvqLlama *
 tiny_llama (void)
 {
   static AvqLlama *llama;
   if (llama == NULL) {
     g_autoptr (GError) error = NULL;
-    llama = avq_llama_new (tiny_model (), 1024, &error);
+    llama = avq_llama_new (avq_test_tiny_model (), 1024, &error);
     g_assert_no_error (error);
     avq_llama_set_threads (llama, 2);
   }
@@ -311,7 +298,7 @@ broken_model_dir (const char *drop, const char *reshape)
   g_file_set_contents (dst_cfg, cfg, len, &error);
   g_assert_no_error (error);
 
-  const AvqSafetensors *st = tiny_model ()->weights;
+  const AvqSafetensors *st = avq_test_tiny_model ()->weights;
   g_autoptr (AvqSafetensorsWriter) w = avq_safetensors_writer_new ();
   for (guint i = 0; i < avq_safetensors_n_tensors (st); i++) {
     const AvqTensor *t = avq_safetensors_nth (st, i);

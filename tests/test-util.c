@@ -108,3 +108,16 @@ avq_test_tmp_path (const char *name)
   }
   return g_build_filename (dir, name, NULL);
 }
+
+AvqModel *
+avq_test_tiny_model (void)
+{
+  static AvqModel *model;
+  if (model == NULL) {
+    g_autoptr (GError) error = NULL;
+    g_autofree char *dir = avq_test_data_path ("tiny-llava");
+    model = avq_model_open (dir, &error);
+    g_assert_no_error (error);
+  }
+  return model;
+}

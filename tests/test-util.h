@@ -2,6 +2,7 @@
  * error measures. */
 #pragma once
 #include <glib.h>
+#include "avq-model.h"
 #include "avq-safetensors.h"
 
 /* Absolute path of a file under tests/data (newly allocated). */
@@ -29,3 +30,6 @@ AvqCliRun avq_test_run_cli (const char *const *args);
 void avq_test_cli_run_clear (AvqCliRun *run);
 /* A path in a per-process temporary directory (newly allocated). */
 char *avq_test_tmp_path (const char *name);
+
+/* tests/data/tiny-llava opened once per process (owned by test-util). */
+AvqModel *avq_test_tiny_model (void);

@@ -26,135 +26,15 @@
 #include "avq-build-config.h"
 #include "avq-engine.h"
 #include "avq-safetensors.h"
+#include "bench-vit-model.h"
 #if AVQ_HAVE_CUDA
 #include "cuda/avq-cuda-llama.h"
 #endif
 
-#define D 1024
 #define MLP 4096
 #define TEXT 4096
 #define IMAGE 336
-#define PATCH 14
-#define K 4096
 #define LAYERS_RUN 23
-#define VM "vision_tower.vision_model."
-
-typedef struct {
-  guint64 s;
-} Rng;
-
-static float
-rng_uniform (Rng *r)
-{
-  r->s ^= r->s >> 12;
-  r->s ^= r->s << 25;
-  r->s ^= r->s >> 27;
-  guint64 v = r->s * G_GUINT64_CONSTANT (2685821657736338717);
-  return (float) ((v >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
-}
-
-static void
-put (AvqSafetensorsWriter *w, const char *name, int ndim, const gint64 *shape,
-     float center, float spread, Rng *r)
-{
-  gsize n = 1;
-  for (int i = 0; i < ndim; i++)
-    n *= (gsize) shape[i];
-  g_autofree guint16 *h = g_new (guint16, n);
-  for (gsize i = 0; i < n; i++)
-    h[i] = avq_float_to_half (center + spread * rng_uniform (r));
-  avq_safetensors_writer_add (w, name, AVQ_DTYPE_F16, ndim, shape, h);
-}
-
-/* Everything LLaVA's vision half reads: embeddings, the 23 layers it runs,
- * the projector. No language model (the engine does not load it). */
-static void
-write_model (const char *dir, Rng *r)
-{
-  g_autoptr (GError) error = NULL;
-  const char *config =
-    "{\"model_type\": \"llava\", \"vision_feature_layer\": -2,\n"
-    " \"vision_feature_select_strategy\": \"default\",\n"
-    " \"projector_hidden_act\": \"gelu\",\n"
-    " \"vision_config\": {\"hidden_size\": 1024, \"intermediate_size\": 4096,\n"
-    "   \"num_hidden_layers\": 24, \"num_attention_heads\": 16,\n"
-    "   \"image_size\": 336, \"patch_size\": 14, \"hidden_act\": \"quick_gelu\",\n"
-    "   \"layer_norm_eps\": 1e-5, \"model_type\": \"clip_vision_model\"},\n"
-    " \"text_config\": {\"hidden_size\": 4096, \"model_type\": \"llama\"}}\n";
-  g_autofree char *cfg = g_build_filename (dir, "config.json", NULL);
-  if (!g_file_set_contents (cfg, config, -1, &error))
-    g_error ("%s", error->message);
-
-  g_autoptr (AvqSafetensorsWriter) w = avq_safetensors_writer_new ();
-  const gint64 conv[4] = { D, 3, PATCH, PATCH };
-  const gint64 pos[2] = { (IMAGE / PATCH) * (IMAGE / PATCH) + 1, D };
-  const gint64 vd[1] = { D }, vm[1] = { MLP }, dd[2] = { D, D },
-               md[2] = { MLP, D }, dm[2] = { D, MLP };
-  const gint64 p1[2] = { TEXT, D }, p2[2] = { TEXT, TEXT }, pt[1] = { TEXT };
-  const float ws = 0.035f;
-  put (w, VM "embeddings.patch_embedding.weight", 4, conv, 0, 0.07f, r);
-  put (w, VM "embeddings.class_embedding", 1, vd, 0, 0.5f, r);
-  put (w, VM "embeddings.position_embedding.weight", 2, pos, 0, 0.1f, r);
-  put (w, VM "pre_layrnorm.weight", 1, vd, 1.0f, 0.2f, r);
-  put (w, VM "pre_layrnorm.bias", 1, vd, 0, 0.1f, r);
-  char name[160];
-  for (int i = 0; i < LAYERS_RUN; i++) {
-#define P(suffix, nd, shape, c, s)                                          \
-    g_snprintf (name, sizeof name, VM "encoder.layers.%d." suffix, i);     \
-    put (w, name, nd, shape, c, s, r)
-    P ("layer_norm1.weight", 1, vd, 1.0f, 0.2f);
-    P ("layer_norm1.bias", 1, vd, 0.0f, 0.1f);
-    P ("self_attn.q_proj.weight", 2, dd, 0.0f, ws);
-    P ("self_attn.q_proj.bias", 1, vd, 0.0f, 0.02f);
-    P ("self_attn.k_proj.weight", 2, dd, 0.0f, ws);
-    P ("self_attn.k_proj.bias", 1, vd, 0.0f, 0.02f);
-    P ("self_attn.v_proj.weight", 2, dd, 0.0f, ws);
-    P ("self_attn.v_proj.bias", 1, vd, 0.0f, 0.02f);
-    P ("self_attn.out_proj.weight", 2, dd, 0.0f, ws);
-    P ("self_attn.out_proj.bias", 1, vd, 0.0f, 0.02f);
-    P ("layer_norm2.weight", 1, vd, 1.0f, 0.2f);
-    P ("layer_norm2.bias", 1, vd, 0.0f, 0.1f);
-    P ("mlp.fc1.weight", 2, md, 0.0f, ws);
-    P ("mlp.fc1.bias", 1, vm, 0.0f, 0.02f);
-    P ("mlp.fc2.weight", 2, dm, 0.0f, ws / 2);
-    P ("mlp.fc2.bias", 1, vd, 0.0f, 0.02f);
-#undef P
-  }
-  put (w, "multi_modal_projector.linear_1.weight", 2, p1, 0, 0.05f, r);
-  put (w, "multi_modal_projector.linear_1.bias", 1, pt, 0, 0.02f, r);
-  put (w, "multi_modal_projector.linear_2.weight", 2, p2, 0, 0.025f, r);
-  put (w, "multi_modal_projector.linear_2.bias", 1, pt, 0, 0.02f, r);
-  g_autofree char *path = g_build_filename (dir, "model.safetensors", NULL);
-  if (!avq_safetensors_writer_save (w, path, &error))
-    g_error ("%s", error->message);
-}
-
-static char *
-write_avq (const char *dir, int layer, Rng *r)
-{
-  g_autoptr (GError) error = NULL;
-  g_autoptr (AvqSafetensorsWriter) w = avq_safetensors_writer_new ();
-  const gint64 kd[2] = { K, D }, dd[2] = { D, D }, vd[1] = { D }, one[1] = { 1 };
-  put (w, "avq.codebook", 2, kd, 0, 1.7f, r);
-  put (w, "avq.dlp_in.weight", 2, dd, 0, 0.035f, r);
-  put (w, "avq.dlp_in.bias", 1, vd, 0, 0.02f, r);
-  put (w, "avq.dlp_in.gamma", 1, one, 0.5f, 0, r);
-  put (w, "avq.dlp_out.weight", 2, dd, 0, 0.035f, r);
-  put (w, "avq.dlp_out.bias", 1, vd, 0, 0.02f, r);
-  put (w, "avq.dlp_out.gamma", 1, one, 0.5f, 0, r);
-  g_autofree char *l = g_strdup_printf ("%d", layer);
-  avq_safetensors_writer_set_metadata (w, "avq.format", "1");
-  avq_safetensors_writer_set_metadata (w, "avq.layer", l);
-  avq_safetensors_writer_set_metadata (w, "avq.site", "ln1");
-  avq_safetensors_writer_set_metadata (w, "avq.residual", layer == 0 ? "derive" : "side");
-  avq_safetensors_writer_set_metadata (w, "avq.side_bits", layer == 0 ? "0" : "8");
-  avq_safetensors_writer_set_metadata (w, "avq.index_bits", "12");
-  avq_safetensors_writer_set_metadata (w, "avq.codebook_size", "4096");
-  char *path = g_strdup_printf ("%s/avq-L%d.safetensors", dir, layer);
-  if (!avq_safetensors_writer_save (w, path, &error))
-    g_error ("%s", error->message);
-  return path;
-}
 
 static int
 cmp_double (const void *a, const void *b)
@@ -209,9 +89,9 @@ bench_llm (int layers, int runs, double *ms)
   g_autoptr (GError) error = NULL;
   const gsize big = (gsize) LVOCAB * LH;
   g_autofree guint16 *w = g_new (guint16, big);
-  Rng r = { 0x2545f4914f6cdd1dull };
+  AvqBenchRng r = { 0x2545f4914f6cdd1dull };
   for (gsize i = 0; i < big; i++)
-    w[i] = avq_float_to_half (0.02f * rng_uniform (&r));
+    w[i] = avq_float_to_half (0.02f * avq_bench_rng_uniform (&r));
   g_autofree float *ones = g_new (float, LH);
   for (int i = 0; i < LH; i++)
     ones[i] = 1.0f;
@@ -249,7 +129,7 @@ bench_llm (int layers, int runs, double *ms)
 
   g_autofree float *emb = g_new (float, (gsize) PROMPT * LH);
   for (gsize i = 0; i < (gsize) PROMPT * LH; i++)
-    emb[i] = rng_uniform (&r);
+    emb[i] = avq_bench_rng_uniform (&r);
   g_autofree float *logits = g_new (float, LVOCAB);
   for (int i = -2; i < runs; i++) {
     gint64 s = g_get_monotonic_time ();
@@ -319,18 +199,22 @@ main (int argc, char **argv)
   g_autofree char *dir = dir_opt ? g_strdup (dir_opt) : g_dir_make_tmp ("avq-bench-cuda-XXXXXX", &error);
   if (dir == NULL || g_mkdir_with_parents (dir, 0755) != 0)
     g_error ("cannot make the model directory: %s", error ? error->message : dir);
-  Rng rng = { 0x9e3779b97f4a7c15ull };
+  AvqBenchRng rng = { 0x9e3779b97f4a7c15ull };
   gint64 t0 = g_get_monotonic_time ();
-  write_model (dir, &rng);
-  g_autofree char *avq0 = write_avq (dir, 0, &rng);
-  g_autofree char *avq1 = write_avq (dir, 1, &rng);
+  /* fc2 at half spread keeps 23 layers of activations in fp16 range. */
+  AvqBenchVitOptions model_options = {
+    .layers = LAYERS_RUN, .next_ln1 = FALSE, .projector = TRUE, .fc2_spread = 0.035f / 2,
+  };
+  avq_bench_write_vit_model (dir, &model_options, &rng);
+  g_autofree char *avq0 = avq_bench_write_avq (dir, 0, &rng);
+  g_autofree char *avq1 = avq_bench_write_avq (dir, 1, &rng);
   g_print ("{\"figure\": \"write_random_model\", \"ms\": %.0f}\n",
            (g_get_monotonic_time () - t0) / 1000.0);
 
   const gsize npx = 3 * (gsize) IMAGE * IMAGE, nfeat = 576 * (gsize) TEXT;
   g_autofree float *px = g_new (float, npx);
   for (gsize i = 0; i < npx; i++)
-    px[i] = 2.0f * rng_uniform (&rng);
+    px[i] = 2.0f * avq_bench_rng_uniform (&rng);
   g_autofree float *feat = g_new (float, nfeat);
   g_autofree float *ref = g_new (float, nfeat);
   g_autofree double *ms = g_new (double, MAX (runs, cpu_runs) + 1);

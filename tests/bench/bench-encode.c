@@ -18,143 +18,17 @@
 #include "avq-quantizer.h"
 #include "avq-safetensors.h"
 #include "avq-vision.h"
+#include "bench-vit-model.h"
 
 #define D 1024
 #define MLP 4096
 #define HEADS 16
 #define IMAGE 336
-#define PATCH 14
 #define K 4096
-#define VM "vision_tower.vision_model."
 
 #ifndef AVQ_BENCH_PEER
 #define AVQ_BENCH_PEER "bench_encode_peer.py"
 #endif
-
-typedef struct {
-  guint64 s;
-} Rng;
-
-/* xorshift64*: weights only need to be cheap and reproducible. */
-static float
-rng_uniform (Rng *r)
-{
-  r->s ^= r->s >> 12;
-  r->s ^= r->s << 25;
-  r->s ^= r->s >> 27;
-  guint64 v = r->s * G_GUINT64_CONSTANT (2685821657736338717);
-  return (float) ((v >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
-}
-
-static void
-add_random (AvqSafetensorsWriter *w, const char *name, int ndim,
-            const gint64 *shape, float center, float spread, Rng *r)
-{
-  gsize n = 1;
-  for (int i = 0; i < ndim; i++)
-    n *= (gsize) shape[i];
-  guint16 *h = g_new (guint16, n);
-  for (gsize i = 0; i < n; i++)
-    h[i] = avq_float_to_half (center + spread * rng_uniform (r));
-  avq_safetensors_writer_add (w, name, AVQ_DTYPE_F16, ndim, shape, h);
-  g_free (h);
-}
-
-static void
-add_layer (AvqSafetensorsWriter *w, int i, Rng *r)
-{
-  const gint64 dd[2] = { D, D }, md[2] = { MLP, D }, dm[2] = { D, MLP };
-  const gint64 vd[1] = { D }, vm[1] = { MLP };
-  char name[160];
-  const float ws = 0.035f;   /* uniform spread for std ~0.02 */
-#define ADD(suffix, nd, shape, c, s)                                        \
-  g_snprintf (name, sizeof name, VM "encoder.layers.%d." suffix, i);       \
-  add_random (w, name, nd, shape, c, s, r)
-  ADD ("layer_norm1.weight", 1, vd, 1.0f, 0.2f);
-  ADD ("layer_norm1.bias", 1, vd, 0.0f, 0.1f);
-  ADD ("self_attn.q_proj.weight", 2, dd, 0.0f, ws);
-  ADD ("self_attn.q_proj.bias", 1, vd, 0.0f, 0.02f);
-  ADD ("self_attn.k_proj.weight", 2, dd, 0.0f, ws);
-  ADD ("self_attn.k_proj.bias", 1, vd, 0.0f, 0.02f);
-  ADD ("self_attn.v_proj.weight", 2, dd, 0.0f, ws);
-  ADD ("self_attn.v_proj.bias", 1, vd, 0.0f, 0.02f);
-  ADD ("self_attn.out_proj.weight", 2, dd, 0.0f, ws);
-  ADD ("self_attn.out_proj.bias", 1, vd, 0.0f, 0.02f);
-  ADD ("layer_norm2.weight", 1, vd, 1.0f, 0.2f);
-  ADD ("layer_norm2.bias", 1, vd, 0.0f, 0.1f);
-  ADD ("mlp.fc1.weight", 2, md, 0.0f, ws);
-  ADD ("mlp.fc1.bias", 1, vm, 0.0f, 0.02f);
-  ADD ("mlp.fc2.weight", 2, dm, 0.0f, ws);
-  ADD ("mlp.fc2.bias", 1, vd, 0.0f, 0.02f);
-#undef ADD
-}
-
-/* A ViT-L model directory holding the embeddings and the first
- * `full_layers` layers plus layer_norm1 of the next one: all the edge of a
- * split at L <= full_layers touches. */
-static void
-write_model (const char *dir, int full_layers, Rng *r)
-{
-  g_autoptr (GError) error = NULL;
-  const char *config =
-    "{\"model_type\": \"llava\", \"vision_feature_layer\": -2,\n"
-    " \"vision_feature_select_strategy\": \"default\",\n"
-    " \"vision_config\": {\"hidden_size\": 1024, \"intermediate_size\": 4096,\n"
-    "   \"num_hidden_layers\": 24, \"num_attention_heads\": 16,\n"
-    "   \"image_size\": 336, \"patch_size\": 14, \"hidden_act\": \"quick_gelu\",\n"
-    "   \"layer_norm_eps\": 1e-5, \"model_type\": \"clip_vision_model\"},\n"
-    " \"text_config\": {\"hidden_size\": 4096, \"model_type\": \"llama\"}}\n";
-  g_autofree char *cfg = g_build_filename (dir, "config.json", NULL);
-  if (!g_file_set_contents (cfg, config, -1, &error))
-    g_error ("%s", error->message);
-
-  g_autoptr (AvqSafetensorsWriter) w = avq_safetensors_writer_new ();
-  const gint64 conv[4] = { D, 3, PATCH, PATCH };
-  const gint64 pos[2] = { (IMAGE / PATCH) * (IMAGE / PATCH) + 1, D };
-  const gint64 vd[1] = { D };
-  add_random (w, VM "embeddings.patch_embedding.weight", 4, conv, 0, 0.07f, r);
-  add_random (w, VM "embeddings.class_embedding", 1, vd, 0, 0.5f, r);
-  add_random (w, VM "embeddings.position_embedding.weight", 2, pos, 0, 0.1f, r);
-  add_random (w, VM "pre_layrnorm.weight", 1, vd, 1.0f, 0.2f, r);
-  add_random (w, VM "pre_layrnorm.bias", 1, vd, 0, 0.1f, r);
-  for (int i = 0; i < full_layers; i++)
-    add_layer (w, i, r);
-  char name[160];
-  g_snprintf (name, sizeof name, VM "encoder.layers.%d.layer_norm1.weight", full_layers);
-  add_random (w, name, 1, vd, 1.0f, 0.2f, r);
-  g_snprintf (name, sizeof name, VM "encoder.layers.%d.layer_norm1.bias", full_layers);
-  add_random (w, name, 1, vd, 0, 0.1f, r);
-  g_autofree char *path = g_build_filename (dir, "model.safetensors", NULL);
-  if (!avq_safetensors_writer_save (w, path, &error))
-    g_error ("%s", error->message);
-}
-
-static char *
-write_avq (const char *dir, int layer, Rng *r)
-{
-  g_autoptr (GError) error = NULL;
-  g_autoptr (AvqSafetensorsWriter) w = avq_safetensors_writer_new ();
-  const gint64 kd[2] = { K, D }, dd[2] = { D, D }, vd[1] = { D }, one[1] = { 1 };
-  add_random (w, "avq.codebook", 2, kd, 0, 1.7f, r);
-  add_random (w, "avq.dlp_in.weight", 2, dd, 0, 0.035f, r);
-  add_random (w, "avq.dlp_in.bias", 1, vd, 0, 0.02f, r);
-  add_random (w, "avq.dlp_in.gamma", 1, one, 0.5f, 0, r);
-  add_random (w, "avq.dlp_out.weight", 2, dd, 0, 0.035f, r);
-  add_random (w, "avq.dlp_out.bias", 1, vd, 0, 0.02f, r);
-  add_random (w, "avq.dlp_out.gamma", 1, one, 0.5f, 0, r);
-  g_autofree char *l = g_strdup_printf ("%d", layer);
-  avq_safetensors_writer_set_metadata (w, "avq.format", "1");
-  avq_safetensors_writer_set_metadata (w, "avq.layer", l);
-  avq_safetensors_writer_set_metadata (w, "avq.site", "ln1");
-  avq_safetensors_writer_set_metadata (w, "avq.residual", layer == 0 ? "derive" : "side");
-  avq_safetensors_writer_set_metadata (w, "avq.side_bits", layer == 0 ? "0" : "8");
-  avq_safetensors_writer_set_metadata (w, "avq.index_bits", "12");
-  avq_safetensors_writer_set_metadata (w, "avq.codebook_size", "4096");
-  char *path = g_strdup_printf ("%s/avq-L%d.safetensors", dir, layer);
-  if (!avq_safetensors_writer_save (w, path, &error))
-    g_error ("%s", error->message);
-  return path;
-}
 
 /* Other work on the machine shows up in every figure: say how much. */
 static void
@@ -253,8 +127,11 @@ main (int argc, char **argv)
   g_autofree char *dir = g_dir_make_tmp ("avq-bench-XXXXXX", &error);
   if (dir == NULL)
     g_error ("%s", error->message);
-  Rng rng = { G_GUINT64_CONSTANT (0x9e3779b97f4a7c15) };
-  write_model (dir, max_layer, &rng);
+  AvqBenchRng rng = { G_GUINT64_CONSTANT (0x9e3779b97f4a7c15) };
+  AvqBenchVitOptions model_options = {
+    .layers = max_layer, .next_ln1 = TRUE, .projector = FALSE, .fc2_spread = 0.035f,
+  };
+  avq_bench_write_vit_model (dir, &model_options, &rng);
   g_autoptr (AvqModel) model = avq_model_open (dir, &error);
   if (model == NULL)
     g_error ("%s", error->message);
@@ -265,7 +142,7 @@ main (int argc, char **argv)
   gsize npx = 3 * (gsize) IMAGE * IMAGE;
   g_autofree float *px = g_new (float, npx);
   for (gsize i = 0; i < npx; i++)
-    px[i] = 0.15f + 1.9f * rng_uniform (&rng);
+    px[i] = 0.15f + 1.9f * avq_bench_rng_uniform (&rng);
   g_autofree float *x = g_new (float, (gsize) tower->tokens * D);
 
   g_print ("bench-encode: edge encode at ViT-L/14-336 size (D=%d, %d heads, "
@@ -279,7 +156,7 @@ main (int argc, char **argv)
 
   for (int si = 0; split[si]; si++) {
     int layer = atoi (split[si]);
-    g_autofree char *avq = write_avq (dir, layer, &rng);
+    g_autofree char *avq = avq_bench_write_avq (dir, layer, &rng);
     g_autoptr (AvqQuantizer) q = avq_quantizer_load (avq, model, &error);
     if (q == NULL)
       g_error ("%s", error->message);
