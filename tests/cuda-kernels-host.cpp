@@ -3,7 +3,7 @@
 // threads are std::threads, __syncthreads a barrier over the block, warp
 // shuffles a per-warp exchange between barriers, __shared__ a static (blocks
 // run one after another). Launchers are renamed kern_* so that they can sit
-// next to the C reference implementations of cuda-emu.c.
+// next to the C reference implementations of cuda-emu.cpp.
 //
 // This checks the kernels' arithmetic, indexing, reductions and tie rules;
 // not what only hardware shows (memory model, occupancy, real fp16 units).
@@ -206,3 +206,4 @@ launch (void (*kernel) (P...), Dim grid, unsigned block)
 #define avq_cuk_argmax kern_argmax
 
 #include "../lib/cuda/avq-cuda-kernels.cu"
+#include "../lib/cuda/avq-cuda-llama-kernels.cu"

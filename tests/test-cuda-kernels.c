@@ -1,7 +1,7 @@
 /* The CUDA kernels' own code (lib/cuda/avq-cuda-kernels.cu, compiled for the
  * host by cuda-kernels-host.cpp: block threads as host threads, barriers,
  * emulated warp shuffles) against the C reference implementations of the
- * same contracts in cuda-emu.c, which test-cuda-emu holds to the fixture.
+ * same contracts in cuda-emu.cpp, which test-cuda-emu holds to the fixture.
  * Sizes are chosen to exercise the awkward cases: rows longer than a block,
  * row strides wider than rows, K not a multiple of the block, exact ties,
  * NaN, half-way side codes. Runs on machines with the CUDA toolkit and no
@@ -11,12 +11,14 @@
 #include <glib.h>
 #include "avq-safetensors.h"
 #include "cuda/avq-cuda-kernels.h"
+#include "cuda/avq-cuda-llama-kernels.h"
 #include "cuda/avq-cuda-llama.h"
 #include <cublas_v2.h>
 
 /* The same launchers under the kern_ names cuda-kernels-host.cpp gives the
  * real kernels. */
 #undef AVQ_CUDA_KERNELS_H
+#undef AVQ_CUDA_LLAMA_KERNELS_H
 #define avq_cuk_im2col kern_im2col
 #define avq_cuk_embed_init kern_embed_init
 #define avq_cuk_layernorm kern_layernorm
@@ -39,6 +41,7 @@
 #define avq_cuk_decode_attention kern_decode_attention
 #define avq_cuk_argmax kern_argmax
 #include "cuda/avq-cuda-kernels.h"
+#include "cuda/avq-cuda-llama-kernels.h"
 #undef avq_cuk_im2col
 #undef avq_cuk_embed_init
 #undef avq_cuk_layernorm
@@ -546,7 +549,7 @@ test_argmax (void)
 }
 
 /* The prefill attention (lib/cuda/avq-cuda-llama.c: strided-batched cuBLAS
- * GEMMs around the causal softmax, run on cuda-emu.c's cuBLAS and kernels)
+ * GEMMs around the causal softmax, run on cuda-emu.cpp's cuBLAS and kernels)
  * against causal attention from the definition in double: score rows
  * padded to a multiple of 8 (partial), MHA (one call over all heads), GQA
  * groups of 3 and MQA (stride-0 K/V per kv head), a continuation at p0 > 0,

@@ -7,6 +7,10 @@
  * next chunk overlaps the copy of the previous one. */
 #define STAGING_BYTES (8u << 20)
 
+/* cuBLAS workspace owned by the context: without one, cuBLAS allocates its
+ * own per captured graph. */
+#define BLAS_WORKSPACE_BYTES (32u << 20)
+
 struct _AvqCudaContext {
   int device;
   char *device_name;
@@ -19,6 +23,10 @@ struct _AvqCudaContext {
   cudaEvent_t staged[2];
   int next_staging;
   float *convert;           /* host scratch for dtype conversion */
+  void *blas_workspace;     /* device */
+  GHashTable *graphs;       /* guint64 key -> cudaGraphExec_t */
+  gboolean graphs_enabled;
+  guint graphs_captured;
   guint64 weight_bytes;
   gint64 upload_us;
 };
@@ -48,6 +56,12 @@ avq_cuda_context_free (AvqCudaContext *ctx)
    * means the frees below wait in the driver instead. */
   if (ctx->stream)
     (void) cudaStreamSynchronize (ctx->stream);
+  if (ctx->graphs != NULL) {
+    avq_cuda_context_drop_graphs (ctx);
+    g_hash_table_destroy (ctx->graphs);
+  }
+  if (ctx->blas_workspace)
+    (void) cudaFree (ctx->blas_workspace);
   for (guint i = 0; i < ctx->allocations->len; i++)
     (void) cudaFree (g_ptr_array_index (ctx->allocations, i));
   g_ptr_array_free (ctx->allocations, TRUE);
@@ -88,6 +102,10 @@ init (AvqCudaContext *ctx, int device_ordinal, const char *name_suffix,
   CK (cudaStreamCreateWithFlags (&ctx->stream, cudaStreamNonBlocking));
   CKB (cublasCreate (&ctx->blas));
   CKB (cublasSetStream (ctx->blas, ctx->stream));
+  /* After cublasSetStream, which resets the workspace to cuBLAS's pool. */
+  CK (cudaMalloc (&ctx->blas_workspace, BLAS_WORKSPACE_BYTES));
+  CKB (cublasSetWorkspace (ctx->blas, ctx->blas_workspace,
+                           BLAS_WORKSPACE_BYTES));
   for (int i = 0; i < 2; i++) {
     CK (cudaMallocHost (&ctx->staging[i], STAGING_BYTES));
     CK (cudaEventCreateWithFlags (&ctx->staged[i], cudaEventDisableTiming));
@@ -105,6 +123,10 @@ avq_cuda_context_new (int device_ordinal, const char *name_suffix,
   g_autoptr (AvqCudaContext) ctx = g_new0 (AvqCudaContext, 1);
   ctx->allocations = g_ptr_array_new ();
   ctx->host = g_ptr_array_new ();
+  ctx->graphs = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free,
+                                       NULL);
+  const char *env = g_getenv ("AVQ_CUDA_GRAPHS");
+  ctx->graphs_enabled = env == NULL || g_strcmp0 (env, "0") != 0;
   if (!init (ctx, device_ordinal, name_suffix, error))
     return NULL;
   return g_steal_pointer (&ctx);
@@ -219,4 +241,83 @@ double
 avq_cuda_context_upload_ms (const AvqCudaContext *ctx)
 {
   return ctx->upload_us / 1000.0;
+}
+
+/* ---- graphs ---- */
+
+void
+avq_cuda_context_drop_graphs (AvqCudaContext *ctx)
+{
+  GHashTableIter it;
+  gpointer value;
+  g_hash_table_iter_init (&it, ctx->graphs);
+  while (g_hash_table_iter_next (&it, NULL, &value))
+    (void) cudaGraphExecDestroy ((cudaGraphExec_t) value);
+  g_hash_table_remove_all (ctx->graphs);
+}
+
+void
+avq_cuda_context_set_graphs (AvqCudaContext *ctx, gboolean enabled)
+{
+  if (!enabled)
+    avq_cuda_context_drop_graphs (ctx);
+  ctx->graphs_enabled = enabled;
+}
+
+gboolean
+avq_cuda_context_graphs_enabled (const AvqCudaContext *ctx)
+{
+  return ctx->graphs_enabled;
+}
+
+guint
+avq_cuda_context_graphs_captured (const AvqCudaContext *ctx)
+{
+  return ctx->graphs_captured;
+}
+
+/* Captures `issue` into an executable graph. The capture is always ended,
+ * also when `issue` fails, so that the stream leaves capture mode. */
+static gboolean
+capture (AvqCudaContext *ctx, AvqCudaIssueFunc issue, gpointer data,
+         cudaGraphExec_t *exec, GError **error)
+{
+  CK (cudaStreamBeginCapture (ctx->stream, cudaStreamCaptureModeThreadLocal));
+  g_autoptr (GError) issue_error = NULL;
+  gboolean issued = issue (data, &issue_error);
+  cudaGraph_t graph = NULL;
+  cudaError_t ended = cudaStreamEndCapture (ctx->stream, &graph);
+  if (!issued) {
+    if (graph != NULL)
+      (void) cudaGraphDestroy (graph);
+    g_propagate_prefixed_error (error, g_steal_pointer (&issue_error),
+                                "while capturing a CUDA graph: ");
+    return FALSE;
+  }
+  if (ended != cudaSuccess)
+    return avq_cuda_failed (ended, "cudaStreamEndCapture (ctx->stream, &graph)",
+                            error);
+  cudaError_t made = cudaGraphInstantiate (exec, graph, 0);
+  (void) cudaGraphDestroy (graph);
+  if (made != cudaSuccess)
+    return avq_cuda_failed (made, "cudaGraphInstantiate (exec, graph, 0)", error);
+  ctx->graphs_captured++;
+  return TRUE;
+}
+
+gboolean
+avq_cuda_context_run_graph (AvqCudaContext *ctx, guint64 key,
+                            AvqCudaIssueFunc issue, gpointer data,
+                            GError **error)
+{
+  if (!ctx->graphs_enabled)
+    return issue (data, error);
+  cudaGraphExec_t exec = g_hash_table_lookup (ctx->graphs, &key);
+  if (exec == NULL) {
+    if (!capture (ctx, issue, data, &exec, error))
+      return FALSE;
+    g_hash_table_insert (ctx->graphs, g_memdup2 (&key, sizeof key), exec);
+  }
+  CK (cudaGraphLaunch (exec, ctx->stream));
+  return TRUE;
 }

@@ -74,6 +74,39 @@ gboolean avq_cuda_context_upload (AvqCudaContext *ctx, const AvqTensor *t,
                                   const float *host, gsize n, void *dst,
                                   gboolean to_half, GError **error);
 
+/* ---- CUDA graphs ----
+ *
+ * A pass that runs again and again with the same shape (a decode step, a
+ * vision forward at one batch size) is captured once into a CUDA graph and
+ * replayed, which removes the per-launch CPU cost of dozens of kernels and
+ * GEMMs. `issue` enqueues the pass on the context's stream; for its graph
+ * to stay valid it must
+ *  - touch only device memory whose addresses do not change while the graph
+ *    is cached (drop the graphs when a buffer is reallocated),
+ *  - read every value that changes from call to call (positions, lengths,
+ *    token ids) from device memory, never bake it into launch arguments,
+ *  - not synchronise, allocate or free (illegal while capturing).
+ * Host<->device copies through pinned buffers at fixed addresses may be
+ * part of the pass. */
+typedef gboolean (*AvqCudaIssueFunc) (gpointer data, GError **error);
+
+/* Runs the pass cached under `key` (one graph per key: use the batch size or
+ * a shape code): the first call captures `issue` into a graph, later calls
+ * replay it; `issue` and `data` must describe the same pass every time for a
+ * key. Enqueued on the stream, not synchronised. With graphs disabled
+ * (avq_cuda_context_set_graphs, or AVQ_CUDA_GRAPHS=0 in the environment at
+ * context creation) calls `issue` directly. A failed capture is discarded
+ * and reported; nothing is cached for the key then. */
+gboolean avq_cuda_context_run_graph (AvqCudaContext *ctx, guint64 key,
+                                     AvqCudaIssueFunc issue, gpointer data,
+                                     GError **error);
+/* Destroys every cached graph (after reallocating a buffer a graph uses). */
+void avq_cuda_context_drop_graphs (AvqCudaContext *ctx);
+void avq_cuda_context_set_graphs (AvqCudaContext *ctx, gboolean enabled);
+gboolean avq_cuda_context_graphs_enabled (const AvqCudaContext *ctx);
+/* Graphs captured since creation (for tests and logs). */
+guint avq_cuda_context_graphs_captured (const AvqCudaContext *ctx);
+
 /* Adds time spent waiting for uploads to land to the upload time. */
 void avq_cuda_context_add_upload_us (AvqCudaContext *ctx, gint64 us);
 guint64 avq_cuda_context_weight_bytes (const AvqCudaContext *ctx);

@@ -21,7 +21,7 @@
 #include <math.h>
 #include <string.h>
 #include "avq-cuda-context.h"
-#include "avq-cuda-kernels.h"
+#include "avq-cuda-llama-kernels.h"
 #include "avq-error.h"
 
 /* Prefill rows per pass: bounds the [heads, rows, context] score buffers. */

@@ -21,6 +21,7 @@
 #include <glib.h>
 #include "avq-safetensors.h"
 #include "cuda/avq-cuda-kernels.h"
+#include "cuda-emu.h"
 
 /* ---- runtime ---- */
 
@@ -49,7 +50,7 @@ cudaGetDeviceProperties (struct cudaDeviceProp *prop, int device)
 {
   (void) device;
   memset (prop, 0, sizeof *prop);
-  g_strlcpy (prop->name, "CPU emulation (tests/cuda-emu.c)", sizeof prop->name);
+  g_strlcpy (prop->name, "CPU emulation (tests/cuda-emu.cpp)", sizeof prop->name);
   prop->major = 0;
   prop->minor = 0;
   prop->totalGlobalMem = (size_t) 1 << 30;
@@ -68,25 +69,113 @@ cudaGetErrorString (cudaError_t error)
   return error == cudaSuccess ? "no error" : "emulated failure";
 }
 
+static int active_captures;
+
+bool
+avq_emu_any_capture ()
+{
+  return active_captures > 0;
+}
+
 cudaError_t CUDARTAPI
 cudaStreamCreateWithFlags (cudaStream_t *stream, unsigned int flags)
 {
   (void) flags;
-  *stream = (cudaStream_t) g_malloc0 (16);
+  *stream = new CUstream_st;
   return cudaSuccess;
 }
 
 cudaError_t CUDARTAPI
 cudaStreamDestroy (cudaStream_t stream)
 {
-  g_free (stream);
+  if (stream->capturing)
+    active_captures--;
+  delete stream;
   return cudaSuccess;
 }
 
 cudaError_t CUDARTAPI
 cudaStreamSynchronize (cudaStream_t stream)
 {
-  (void) stream;
+  if (stream->capturing)
+    return cudaErrorStreamCaptureUnsupported;
+  return cudaSuccess;
+}
+
+/* ---- graphs ---- */
+
+struct CUgraph_st {
+  std::vector<std::function<void ()>> nodes;
+};
+
+struct CUgraphExec_st {
+  std::vector<std::function<void ()>> nodes;
+};
+
+cudaError_t CUDARTAPI
+cudaStreamBeginCapture (cudaStream_t stream, enum cudaStreamCaptureMode mode)
+{
+  (void) mode;
+  if (stream == nullptr || stream->capturing)
+    return cudaErrorIllegalState;
+  stream->capturing = true;
+  stream->recorded.clear ();
+  active_captures++;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI
+cudaStreamEndCapture (cudaStream_t stream, cudaGraph_t *graph)
+{
+  if (stream == nullptr || !stream->capturing)
+    return cudaErrorIllegalState;
+  stream->capturing = false;
+  active_captures--;
+  *graph = new CUgraph_st;
+  (*graph)->nodes.swap (stream->recorded);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI
+cudaStreamIsCapturing (cudaStream_t stream,
+                       enum cudaStreamCaptureStatus *status)
+{
+  *status = stream->capturing ? cudaStreamCaptureStatusActive
+                              : cudaStreamCaptureStatusNone;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI
+cudaGraphInstantiate (cudaGraphExec_t *exec, cudaGraph_t graph,
+                      unsigned long long flags)
+{
+  (void) flags;
+  *exec = new CUgraphExec_st;
+  (*exec)->nodes = graph->nodes;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI
+cudaGraphDestroy (cudaGraph_t graph)
+{
+  delete graph;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI
+cudaGraphExecDestroy (cudaGraphExec_t exec)
+{
+  delete exec;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI
+cudaGraphLaunch (cudaGraphExec_t exec, cudaStream_t stream)
+{
+  if (stream->capturing)
+    return cudaErrorStreamCaptureUnsupported;
+  for (auto &node : exec->nodes)
+    node ();
   return cudaSuccess;
 }
 
@@ -117,6 +206,8 @@ cudaError_t CUDARTAPI
 cudaEventSynchronize (cudaEvent_t event)
 {
   (void) event;
+  if (avq_emu_any_capture ())
+    return cudaErrorStreamCaptureImplicit;
   return cudaSuccess;
 }
 
@@ -125,6 +216,8 @@ cudaEventSynchronize (cudaEvent_t event)
 cudaError_t CUDARTAPI
 cudaMalloc (void **ptr, size_t size)
 {
+  if (avq_emu_any_capture ())
+    return cudaErrorStreamCaptureUnsupported;
   *ptr = g_malloc (size);
   memset (*ptr, 0xff, size);
   return cudaSuccess;
@@ -133,6 +226,8 @@ cudaMalloc (void **ptr, size_t size)
 cudaError_t CUDARTAPI
 cudaFree (void *ptr)
 {
+  if (avq_emu_any_capture ())
+    return cudaErrorStreamCaptureUnsupported;
   g_free (ptr);
   return cudaSuccess;
 }
@@ -155,6 +250,8 @@ cudaError_t CUDARTAPI
 cudaMemcpy (void *dst, const void *src, size_t count, enum cudaMemcpyKind kind)
 {
   (void) kind;
+  if (avq_emu_any_capture ())
+    return cudaErrorStreamCaptureImplicit;
   memmove (dst, src, count);
   return cudaSuccess;
 }
@@ -163,8 +260,10 @@ cudaError_t CUDARTAPI
 cudaMemcpyAsync (void *dst, const void *src, size_t count,
                  enum cudaMemcpyKind kind, cudaStream_t stream)
 {
-  (void) stream;
-  return cudaMemcpy (dst, src, count, kind);
+  AVQ_EMU_DEFER (stream, cudaMemcpyAsync (dst, src, count, kind, stream));
+  (void) kind;
+  memmove (dst, src, count);
+  return cudaSuccess;
 }
 
 cudaError_t CUDARTAPI
@@ -172,8 +271,9 @@ cudaMemcpy2DAsync (void *dst, size_t dpitch, const void *src, size_t spitch,
                    size_t width, size_t height, enum cudaMemcpyKind kind,
                    cudaStream_t stream)
 {
+  AVQ_EMU_DEFER (stream, cudaMemcpy2DAsync (dst, dpitch, src, spitch, width,
+                                            height, kind, stream));
   (void) kind;
-  (void) stream;
   if (width > dpitch || width > spitch)
     return cudaErrorInvalidPitchValue;
   for (size_t r = 0; r < height; r++)
@@ -205,6 +305,16 @@ cublasStatus_t CUBLASWINAPI
 cublasSetStream_v2 (cublasHandle_t handle, cudaStream_t stream)
 {
   handle->stream = stream;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t CUBLASWINAPI
+cublasSetWorkspace_v2 (cublasHandle_t handle, void *workspace,
+                       size_t workspaceSizeInBytes)
+{
+  (void) handle;
+  (void) workspace;
+  (void) workspaceSizeInBytes;
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -272,6 +382,37 @@ gemm (cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
   return CUBLAS_STATUS_SUCCESS;
 }
 
+/* While the handle's stream captures, a GEMM is recorded with alpha and
+ * beta read now (host pointer mode: cuBLAS reads them at the call). */
+#define AVQ_EMU_DEFER_BLAS(handle, call)                                \
+  do {                                                                  \
+    if ((handle)->stream != nullptr && (handle)->stream->capturing) {   \
+      (handle)->stream->recorded.push_back ([=] { (void) (call); });    \
+      return CUBLAS_STATUS_SUCCESS;                                     \
+    }                                                                   \
+  } while (0)
+
+static cublasStatus_t
+gemm_strided (cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+              int k, float alpha, const void *A, cudaDataType Atype, int lda,
+              long long int strideA, const void *B, cudaDataType Btype,
+              int ldb, long long int strideB, float beta, void *C,
+              cudaDataType Ctype, int ldc, long long int strideC,
+              int batchCount)
+{
+  const gsize as = Atype == CUDA_R_16F ? 2 : 4, bs = Btype == CUDA_R_16F ? 2 : 4,
+              cs = Ctype == CUDA_R_16F ? 2 : 4;
+  for (int i = 0; i < batchCount; i++) {
+    cublasStatus_t s = gemm (transa, transb, m, n, k, alpha,
+                             (const guint8 *) A + (gsize) (strideA * i) * as, Atype, lda,
+                             (const guint8 *) B + (gsize) (strideB * i) * bs, Btype, ldb,
+                             beta, (guint8 *) C + (gsize) (strideC * i) * cs, Ctype, ldc);
+    if (s != CUBLAS_STATUS_SUCCESS)
+      return s;
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
 cublasStatus_t CUBLASWINAPI
 cublasGemmEx (cublasHandle_t handle, cublasOperation_t transa,
               cublasOperation_t transb, int m, int n, int k, const void *alpha,
@@ -280,12 +421,14 @@ cublasGemmEx (cublasHandle_t handle, cublasOperation_t transa,
               cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
               cublasGemmAlgo_t algo)
 {
-  (void) handle;
   (void) algo;
   if (computeType != CUBLAS_COMPUTE_32F)
     return CUBLAS_STATUS_NOT_SUPPORTED;
-  return gemm (transa, transb, m, n, k, *(const float *) alpha, A, Atype, lda,
-               B, Btype, ldb, *(const float *) beta, C, Ctype, ldc);
+  const float a = *(const float *) alpha, b = *(const float *) beta;
+  AVQ_EMU_DEFER_BLAS (handle, gemm (transa, transb, m, n, k, a, A, Atype, lda,
+                                    B, Btype, ldb, b, C, Ctype, ldc));
+  return gemm (transa, transb, m, n, k, a, A, Atype, lda, B, Btype, ldb, b, C,
+               Ctype, ldc);
 }
 
 cublasStatus_t CUBLASWINAPI
@@ -299,22 +442,17 @@ cublasGemmStridedBatchedEx (cublasHandle_t handle, cublasOperation_t transa,
                             int batchCount, cublasComputeType_t computeType,
                             cublasGemmAlgo_t algo)
 {
-  (void) handle;
   (void) algo;
   if (computeType != CUBLAS_COMPUTE_32F)
     return CUBLAS_STATUS_NOT_SUPPORTED;
-  const gsize as = Atype == CUDA_R_16F ? 2 : 4, bs = Btype == CUDA_R_16F ? 2 : 4,
-              cs = Ctype == CUDA_R_16F ? 2 : 4;
-  for (int i = 0; i < batchCount; i++) {
-    cublasStatus_t s = gemm (transa, transb, m, n, k, *(const float *) alpha,
-                             (const guint8 *) A + (gsize) (strideA * i) * as, Atype, lda,
-                             (const guint8 *) B + (gsize) (strideB * i) * bs, Btype, ldb,
-                             *(const float *) beta,
-                             (guint8 *) C + (gsize) (strideC * i) * cs, Ctype, ldc);
-    if (s != CUBLAS_STATUS_SUCCESS)
-      return s;
-  }
-  return CUBLAS_STATUS_SUCCESS;
+  const float a = *(const float *) alpha, b = *(const float *) beta;
+  AVQ_EMU_DEFER_BLAS (handle, gemm_strided (transa, transb, m, n, k, a, A,
+                                            Atype, lda, strideA, B, Btype, ldb,
+                                            strideB, b, C, Ctype, ldc, strideC,
+                                            batchCount));
+  return gemm_strided (transa, transb, m, n, k, a, A, Atype, lda, strideA, B,
+                       Btype, ldb, strideB, b, C, Ctype, ldc, strideC,
+                       batchCount);
 }
 
 /* ---- kernels (independent C implementations of avq-cuda-kernels.h) ---- */
@@ -336,7 +474,7 @@ cudaError_t
 avq_cuk_im2col (cudaStream_t stream, const float *px, int C, int S, int P,
                 int G, uint16_t *out)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_im2col (stream, px, C, S, P, G, out));
   for (int gy = 0; gy < G; gy++)
     for (int gx = 0; gx < G; gx++)
       for (int c = 0; c < C; c++)
@@ -351,7 +489,7 @@ cudaError_t
 avq_cuk_embed_init (cudaStream_t stream, const float *pos, const float *cls,
                     int T, int D, float *x)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_embed_init (stream, pos, cls, T, D, x));
   for (gsize i = 0; i < (gsize) T * D; i++)
     x[i] = pos[i] + (i < (gsize) D ? cls[i] : 0.0f);
   return cudaSuccess;
@@ -362,7 +500,7 @@ avq_cuk_layernorm (cudaStream_t stream, const float *x, int n, int d,
                    const float *g, const float *b, float eps, float *y32,
                    uint16_t *y16, float *mean, float *sigma)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_layernorm (stream, x, n, d, g, b, eps, y32, y16, mean, sigma));
   for (int r = 0; r < n; r++) {
     const float *xr = x + (gsize) r * d;
     double s = 0, v = 0;
@@ -392,7 +530,7 @@ cudaError_t
 avq_cuk_bias_act (cudaStream_t stream, const float *y, int ldy, int n, int d,
                   const float *bias, int a, float *o32, uint16_t *o16, int ldo)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_bias_act (stream, y, ldy, n, d, bias, a, o32, o16, ldo));
   for (int r = 0; r < n; r++)
     for (int c = 0; c < d; c++) {
       float v = act (a, y[(gsize) r * ldy + c] + (bias ? bias[c] : 0.0f));
@@ -408,7 +546,7 @@ cudaError_t
 avq_cuk_softmax_rows (cudaStream_t stream, const float *s, int rows, int cols,
                       int ld, uint16_t *p)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_softmax_rows (stream, s, rows, cols, ld, p));
   for (int r = 0; r < rows; r++) {
     const float *sr = s + (gsize) r * ld;
     float m = -INFINITY, sum = 0;
@@ -427,7 +565,7 @@ avq_cuk_dlp (cudaStream_t stream, const float *z, const float *t,
              const float *b, float scale, int n, int d, float *u32,
              uint16_t *u16)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_dlp (stream, z, t, b, scale, n, d, u32, u16));
   for (gsize i = 0; i < (gsize) n * d; i++) {
     float v = z[i] + scale * (t[i] + b[i % d]);
     if (u32)
@@ -442,7 +580,7 @@ cudaError_t
 avq_cuk_argmin (cudaStream_t stream, const float *scores, const float *sqnorm,
                 int T, int K, int32_t *index, float *margin)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_argmin (stream, scores, sqnorm, T, K, index, margin));
   for (int t = 0; t < T; t++) {
     float best = INFINITY, second = INFINITY;
     int bi = 0;
@@ -480,7 +618,7 @@ cudaError_t
 avq_cuk_side_encode (cudaStream_t stream, const float *mean, const float *sigma,
                      int T, int bits, float *range, int32_t *codes)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_side_encode (stream, mean, sigma, T, bits, range, codes));
   float mlo = INFINITY, mhi = -INFINITY, llo = INFINITY, lhi = -INFINITY;
   for (int t = 0; t < T; t++) {
     float ls = logf (sigma[t]);
@@ -505,7 +643,7 @@ cudaError_t
 avq_cuk_gather (cudaStream_t stream, const float *cb, const int32_t *index,
                 int T, int D, float *q32, uint16_t *q16)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_gather (stream, cb, index, T, D, q32, q16));
   for (int t = 0; t < T; t++)
     for (int c = 0; c < D; c++) {
       float v = cb[(gsize) index[t] * D + c];
@@ -523,7 +661,7 @@ avq_cuk_side_residual (cudaStream_t stream, const float *zhat,
                        float lstep, const float *g1, const float *b1, int T,
                        int D, float *x)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_side_residual (stream, zhat, codes, r0, mstep, r2, lstep, g1, b1, T, D, x));
   for (int t = 0; t < T; t++) {
     float mu = r0 + (float) codes[2 * t] * mstep;
     float sg = expf (r2 + (float) codes[2 * t + 1] * lstep);
@@ -539,7 +677,7 @@ avq_cuk_derive_residual (cudaStream_t stream, const float *zhat,
                          const double *qq, double B, double C, double R, int T,
                          int D, float *x)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_derive_residual (stream, zhat, g1, b1, pw, qq, B, C, R, T, D, x));
   for (int t = 0; t < T; t++) {
     const float *zr = zhat + (gsize) t * D;
     double A = 0, P = 0, Q = 0;
@@ -568,7 +706,7 @@ cudaError_t
 avq_cuk_attention (cudaStream_t stream, const uint16_t *qkv, int T, int D,
                    int H, float scale, uint16_t *out)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_attention (stream, qkv, T, D, H, scale, out));
   if (H <= 0 || D % H != 0 || D / H > AVQ_CUK_ATTN_MAX_HD || T <= 0)
     return cudaErrorInvalidValue;
   const int hd = D / H, ld = 3 * D;
@@ -602,188 +740,9 @@ avq_cuk_attention (cudaStream_t stream, const uint16_t *qkv, int T, int D,
 cudaError_t
 avq_cuk_to_half (cudaStream_t stream, const float *x, size_t n, uint16_t *y)
 {
-  (void) stream;
+  AVQ_EMU_DEFER (stream, avq_cuk_to_half (stream, x, n, y));
   for (size_t i = 0; i < n; i++)
     y[i] = avq_float_to_half (x[i]);
   return cudaSuccess;
 }
 
-/* ---- LLaMA kernels (independent C versions) ---- */
-
-cudaError_t
-avq_cuk_rmsnorm (cudaStream_t stream, const float *x, int n, int d,
-                 const float *w, float eps, float *y32, uint16_t *y16)
-{
-  (void) stream;
-  for (int r = 0; r < n; r++) {
-    const float *xr = x + (gsize) r * d;
-    double ss = 0;
-    for (int c = 0; c < d; c++)
-      ss += (double) xr[c] * xr[c];
-    float inv = (float) (1.0 / sqrt ((float) (ss / d) + eps));
-    for (int c = 0; c < d; c++) {
-      float o = w[c] * (xr[c] * inv);
-      if (y16)
-        y16[(gsize) r * d + c] = avq_float_to_half (o);
-      if (y32)
-        y32[(gsize) r * d + c] = o;
-    }
-  }
-  return cudaSuccess;
-}
-
-static void
-kv_put (void *cache, int kv_half, gsize i, float v)
-{
-  if (kv_half)
-    ((guint16 *) cache)[i] = avq_float_to_half (v);
-  else
-    ((float *) cache)[i] = v;
-}
-
-static float
-kv_get (const void *cache, int kv_half, gsize i)
-{
-  return kv_half ? avq_half_to_float (((const guint16 *) cache)[i])
-                 : ((const float *) cache)[i];
-}
-
-cudaError_t
-avq_cuk_rope_kv (cudaStream_t stream, const float *qkv, int n, int nh, int nkv,
-                 int hd, const float *cos_t, const float *sin_t, int p0,
-                 uint16_t *q16, void *kc, void *vc, int max_ctx, int kv_half)
-{
-  (void) stream;
-  if (hd <= 0 || hd % 2 != 0 || nkv <= 0 || n <= 0)
-    return cudaErrorInvalidValue;
-  const int W = (nh + 2 * nkv) * hd, half = hd / 2;
-  float *t = g_new (float, hd);
-  for (int r = 0; r < n; r++) {
-    const int pos = p0 + r;
-    const float *cs = cos_t + (gsize) pos * half, *sn = sin_t + (gsize) pos * half;
-    for (int head = 0; head < nh + 2 * nkv; head++) {
-      const float *v = qkv + (gsize) r * W + (gsize) head * hd;
-      memcpy (t, v, sizeof (float) * hd);
-      if (head < nh + nkv)
-        for (int j = 0; j < half; j++) {
-          t[j] = v[j] * cs[j] - v[j + half] * sn[j];
-          t[j + half] = v[j + half] * cs[j] + v[j] * sn[j];
-        }
-      for (int j = 0; j < hd; j++) {
-        if (head < nh)
-          q16[(gsize) r * nh * hd + (gsize) head * hd + j] = avq_float_to_half (t[j]);
-        else if (head < nh + nkv)
-          kv_put (kc, kv_half, ((gsize) (head - nh) * max_ctx + pos) * hd + j, t[j]);
-        else
-          kv_put (vc, kv_half, ((gsize) (head - nh - nkv) * max_ctx + pos) * hd + j, t[j]);
-      }
-    }
-  }
-  g_free (t);
-  return cudaSuccess;
-}
-
-cudaError_t
-avq_cuk_silu_mul (cudaStream_t stream, const float *gu, int n, int ffn,
-                  uint16_t *out16)
-{
-  (void) stream;
-  for (int r = 0; r < n; r++)
-    for (int c = 0; c < ffn; c++) {
-      float g = gu[(gsize) r * 2 * ffn + c], u = gu[(gsize) r * 2 * ffn + ffn + c];
-      out16[(gsize) r * ffn + c] = avq_float_to_half (g / (1.0f + expf (-g)) * u);
-    }
-  return cudaSuccess;
-}
-
-cudaError_t
-avq_cuk_embed_rows (cudaStream_t stream, const uint16_t *table16,
-                    const int32_t *ids, int n, int d, float *x)
-{
-  (void) stream;
-  for (int r = 0; r < n; r++)
-    for (int c = 0; c < d; c++)
-      x[(gsize) r * d + c] = avq_half_to_float (table16[(gsize) ids[r] * d + c]);
-  return cudaSuccess;
-}
-
-cudaError_t
-avq_cuk_add (cudaStream_t stream, float *x, const float *y, size_t n)
-{
-  (void) stream;
-  for (size_t i = 0; i < n; i++)
-    x[i] += y[i];
-  return cudaSuccess;
-}
-
-cudaError_t
-avq_cuk_causal_softmax (cudaStream_t stream, const float *s, int rows, int n,
-                        int p0, int ld, uint16_t *p)
-{
-  (void) stream;
-  if (n <= 0 || rows <= 0 || p0 + n > ld)
-    return cudaErrorInvalidValue;
-  for (int r = 0; r < rows; r++) {
-    const float *sr = s + (gsize) r * ld;
-    const int valid = p0 + r % n + 1;
-    double m = -INFINITY, sum = 0;
-    for (int c = 0; c < valid; c++)
-      m = fmax (m, sr[c]);
-    for (int c = 0; c < valid; c++)
-      sum += exp (sr[c] - m);
-    for (int c = 0; c < ld; c++)
-      p[(gsize) r * ld + c] = avq_float_to_half (c < valid ? (float) (exp (sr[c] - m) / sum) : 0.0f);
-  }
-  return cudaSuccess;
-}
-
-/* From the definition, in double. */
-cudaError_t
-avq_cuk_decode_attention (cudaStream_t stream, const uint16_t *q16,
-                          const void *kc, const void *vc, int kv_half, int nh,
-                          int nkv, int hd, int T, int max_ctx, float scale,
-                          float *scratch, uint16_t *out16)
-{
-  (void) stream;
-  (void) scratch;
-  if (nkv <= 0 || nh % nkv != 0 || hd <= 0 || hd > AVQ_CUK_DECODE_MAX_HD ||
-      T <= 0 || T > max_ctx)
-    return cudaErrorInvalidValue;
-  double *s = g_new (double, T);
-  for (int h = 0; h < nh; h++) {
-    gsize base = (gsize) (h / (nh / nkv)) * max_ctx * hd;
-    double m = -INFINITY, sum = 0;
-    for (int j = 0; j < T; j++) {
-      double dot = 0;
-      for (int d = 0; d < hd; d++)
-        dot += (double) avq_half_to_float (q16[(gsize) h * hd + d]) *
-               kv_get (kc, kv_half, base + (gsize) j * hd + d);
-      s[j] = dot * scale;
-      m = fmax (m, s[j]);
-    }
-    for (int j = 0; j < T; j++) {
-      s[j] = exp (s[j] - m);
-      sum += s[j];
-    }
-    for (int d = 0; d < hd; d++) {
-      double o = 0;
-      for (int j = 0; j < T; j++)
-        o += s[j] * kv_get (vc, kv_half, base + (gsize) j * hd + d);
-      out16[(gsize) h * hd + d] = avq_float_to_half ((float) (o / sum));
-    }
-  }
-  g_free (s);
-  return cudaSuccess;
-}
-
-cudaError_t
-avq_cuk_argmax (cudaStream_t stream, const float *x, int n, int32_t *out)
-{
-  (void) stream;
-  int best = 0;
-  for (int k = 1; k < n; k++)
-    if (x[k] > x[best] || (isnan (x[best]) && !isnan (x[k])))
-      best = k;
-  out[0] = best;
-  return cudaSuccess;
-}
