@@ -96,6 +96,30 @@ gboolean avq_engine_features_from_pixels (AvqEngine *engine,
                                           const float *pixel_values,
                                           float *features, GError **error);
 
+/* ---- batches ----
+ *
+ * The same three paths for n inputs at once (a cloud serving several
+ * cameras, an edge with several sensors). On CUDA the n inputs run as one
+ * forward of n * 577 rows (GEMMs n times taller, attention per input), the
+ * pass captured once per n as a CUDA graph; on the CPU they run one after
+ * another. Results equal the single-input calls' (on CUDA up to the GEMMs'
+ * summation order for the different row count). The batch size is not
+ * limited by the API: device buffers grow to the largest n seen. On error
+ * nothing is returned (frames[] all NULL). */
+gboolean avq_engine_encode_pixels_batch (AvqEngine *engine,
+                                         const float *const *pixel_values,
+                                         guint n, AvqFrame **frames,
+                                         GError **error);
+/* features: n * feature_tokens * feature_dim floats, input i at offset
+ * i * feature_tokens * feature_dim. */
+gboolean avq_engine_decode_frames (AvqEngine *engine,
+                                   const AvqFrame *const *frames, guint n,
+                                   float *features, GError **error);
+gboolean avq_engine_features_from_pixels_batch (AvqEngine *engine,
+                                                const float *const *pixel_values,
+                                                guint n, float *features,
+                                                GError **error);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (AvqEngine, avq_engine_free)
 
 G_END_DECLS

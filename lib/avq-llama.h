@@ -65,6 +65,40 @@ gboolean avq_llama_prefill (AvqLlama *llama, const float *embeddings, int n,
 gboolean avq_llama_decode (AvqLlama *llama, int token, float *logits,
                            GError **error);
 
+/* ---- several sequences (batching) ----
+ *
+ * A decoder holds one KV cache per sequence (default: one). Sequence 0 is
+ * the one avq_llama_prefill, avq_llama_decode, avq_llama_n_past and
+ * avq_llama_reset use. Independent sequences (the questions of several
+ * cameras) share the weights, and avq_llama_decode_batch advances several
+ * of them in one pass: on the CPU one [n, hidden] x W^T GEMM per weight
+ * instead of n matrix-vector products, on CUDA one captured graph.
+ * Results equal those of decoding each sequence alone (up to float
+ * summation order). */
+
+/* Sets the number of sequences (>= 1), each with a cache of the current
+ * max_context; forgets every cached position. Errors when the caches
+ * cannot be allocated. */
+gboolean avq_llama_set_sequences (AvqLlama *llama, int n_sequences,
+                                  GError **error);
+int avq_llama_sequences (const AvqLlama *llama);
+int avq_llama_sequence_n_past (const AvqLlama *llama, int seq);
+void avq_llama_reset_sequence (AvqLlama *llama, int seq);
+
+/* avq_llama_prefill on sequence `seq`. */
+gboolean avq_llama_prefill_sequence (AvqLlama *llama, int seq,
+                                     const float *embeddings, int n,
+                                     float *logits, GError **error);
+
+/* One token for each of n distinct sequences: tokens[i] at position
+ * n_past of sequence seqs[i]. `logits` ([n, vocab], may be NULL) receives
+ * row i's logits. Invalid sequence numbers, repeated sequences, ids
+ * outside the vocabulary or a full cache are an AVQ_ERROR_INVALID_ARGUMENT
+ * and change nothing. */
+gboolean avq_llama_decode_batch (AvqLlama *llama, const int *seqs,
+                                 const int *tokens, int n, float *logits,
+                                 GError **error);
+
 /* Merges the LoRA adapters of an AVQ file (tensors lora.<base>.lora_A
  * [r, in] and lora.<base>.lora_B [out, r], metadata lora.alpha and
  * lora.rank; AVQ-SPEC section 2) into private F32 copies of the adapted

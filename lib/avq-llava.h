@@ -64,6 +64,29 @@ gboolean avq_llava_generate (AvqLlama *llama, const int *prompt_ids, int n_ids,
                              const AvqGenerateOptions *options, GArray *out_ids,
                              AvqGenerateStats *stats, GError **error);
 
+/* One question about one image, for avq_llava_generate_batch. */
+typedef struct {
+  const int *prompt_ids;
+  int n_ids;
+  const float *image_features;   /* [n_image_rows, hidden] or NULL */
+  int n_image_rows;
+} AvqLlavaRequest;
+
+/* Answers n requests together: request i runs in sequence i of the decoder
+ * (avq_llama_set_sequences is called when it holds fewer than n), prompts
+ * are prefilled one after another, then every unfinished request advances
+ * one token per avq_llama_decode_batch step until it reaches EOS or
+ * max_new_tokens. out_ids[i] (GArray of int) receives request i's tokens;
+ * stats (may be NULL) is [n]. With greedy options every answer equals what
+ * avq_llava_generate gives for that request alone; with sampling, request
+ * i samples from seed + i. on_token is not called (use the per-request
+ * results). */
+gboolean avq_llava_generate_batch (AvqLlama *llama,
+                                   const AvqLlavaRequest *requests, int n,
+                                   const AvqGenerateOptions *options,
+                                   GArray **out_ids, AvqGenerateStats *stats,
+                                   GError **error);
+
 /* argmax with the lowest id on ties (what greedy generation picks). */
 int avq_logits_argmax (const float *logits, int n);
 

@@ -78,6 +78,41 @@ gboolean avq_cuda_causal_attention (struct cublasContext *blas,
                                     float scale, float *scores, guint16 *probs,
                                     guint16 *out16, GError **error);
 
+/* ---- several sequences (batching) ----
+ *
+ * The decoder holds `n_sequences` independent KV caches (sequence 0 is the
+ * one avq_cuda_llama_prefill/decode use), so that the answers of several
+ * cameras or questions share every weight read: a batched decode step
+ * multiplies [n, hidden] by each weight instead of n matrix-vector
+ * products. Changing the count reallocates the caches (forgets every
+ * position) and drops the captured graphs. Each cache holds the reserved
+ * context (avq_cuda_llama_reserve applies to all of them). */
+gboolean avq_cuda_llama_set_sequences (AvqCudaLlama *cl, int n_sequences,
+                                       GError **error);
+int avq_cuda_llama_sequences (const AvqCudaLlama *cl);
+
+/* avq_cuda_llama_prefill into the cache of sequence `seq`. */
+gboolean avq_cuda_llama_prefill_sequence (AvqCudaLlama *cl, int seq,
+                                          const float *embeddings, int n,
+                                          int p0, float *logits,
+                                          GError **error);
+
+/* One decode step for n distinct sequences at once: token tokens[i]
+ * (range-checked here) of sequence seqs[i] at position positions[i].
+ * `logits` ([n, vocab], may be NULL) and `argmax` ([n], may be NULL)
+ * receive row i's results. The step runs as a CUDA graph captured once per
+ * n (positions, tokens and sequence slots are read from device memory), so
+ * the host cost per step is a few copies and one graph launch; see
+ * avq_cuda_context_run_graph. */
+gboolean avq_cuda_llama_decode_batch (AvqCudaLlama *cl, int n, const int *seqs,
+                                      const int *tokens, const int *positions,
+                                      float *logits, int *argmax,
+                                      GError **error);
+
+/* FALSE: run the decode step without CUDA graphs (for comparisons); the
+ * default follows AVQ_CUDA_GRAPHS (on unless "0"). */
+void avq_cuda_llama_set_graphs (AvqCudaLlama *cl, gboolean enabled);
+
 guint64 avq_cuda_llama_weight_bytes (const AvqCudaLlama *cl);
 double avq_cuda_llama_upload_ms (const AvqCudaLlama *cl);
 /* "NVIDIA H200 (sm_90, 139.8 GiB)" */
