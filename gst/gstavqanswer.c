@@ -20,6 +20,7 @@
 #include "gstavqanswermeta.h"
 #include "avq-answerer.h"
 #include "avq-error.h"
+#include "gstavqpool.h"
 #include "gstavqdevice.h"
 #include <string.h>
 
@@ -38,6 +39,8 @@ enum {
   PROP_THREADS,
   PROP_STATS,
   PROP_DEVICE,
+  PROP_POOL,
+  PROP_MAX_BATCH,
 };
 
 enum {
@@ -51,6 +54,7 @@ static guint signals[N_SIGNALS];
 #define DEFAULT_MAX_NEW_TOKENS 64
 #define DEFAULT_WAIT_FOR_ANSWER FALSE
 #define DEFAULT_THREADS 0
+#define DEFAULT_MAX_BATCH 8
 
 typedef struct {
   GstBuffer *frame;     /* the asked frame (its PTS names it) */
@@ -75,13 +79,16 @@ struct _GstAvqAnswer {
   gboolean wait_for_answer;
   gint threads;
   AvqDevice device;
+  char *pool_name;
+  guint max_batch;
   GQueue oneoff_questions;          /* char*, from the ask signal */
   guint64 frames_in, questions, answers, replaced, failed;
   GstClockTime answer_time;         /* the last answer's model time */
 
-  /* the model; used by one thread at a time (infer_lock) */
-  AvqAnswerer *answerer;
-  GMutex infer_lock;
+  /* the model: a pool of its own, or one shared with the other avqanswer
+   * elements naming the same `pool` (thread-safe, batching) */
+  AvqAnswerPool *pool;
+  char *acquired_pool_name;         /* the name `pool` was acquired under */
   GstAvqStreamParams stream;
 
   /* worker mailbox, under `lock` */
@@ -165,9 +172,7 @@ answer_job (GstAvqAnswer *self, Job *job)
 
   g_autoptr (AvqAnswer) result = NULL;
   if (frame != NULL) {
-    g_mutex_lock (&self->infer_lock);
-    result = avq_answerer_ask_frame (self->answerer, frame, job->question, &options, &error);
-    g_mutex_unlock (&self->infer_lock);
+    result = avq_answer_pool_ask_frame (self->pool, frame, job->question, &options, &error);
   }
   if (result == NULL) {
     count (self, &self->failed);
@@ -361,7 +366,7 @@ check_caps (GstAvqAnswer *self, GstCaps *caps)
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Invalid AVQ caps."), ("%s", error->message));
     return FALSE;
   }
-  AvqEngine *engine = avq_answerer_get_engine (self->answerer);
+  const AvqEngine *engine = avq_answer_pool_get_engine (self->pool);
   char want[17], got[17];
   avq_codebook_id_to_hex (avq_engine_codebook_id (engine), want);
   avq_codebook_id_to_hex (self->stream.codebook_id, got);
@@ -450,11 +455,15 @@ load (GstAvqAnswer *self)
   g_autofree char *model_dir = NULL, *avq_path = NULL;
   gint threads;
   AvqDevice device;
+  guint max_batch;
   GST_OBJECT_LOCK (self);
   model_dir = g_strdup (self->model_dir);
   avq_path = g_strdup (self->avq_path);
   threads = self->threads;
   device = self->device;
+  max_batch = self->max_batch;
+  g_free (self->acquired_pool_name);
+  self->acquired_pool_name = g_strdup (self->pool_name);
   GST_OBJECT_UNLOCK (self);
   if (model_dir == NULL || avq_path == NULL) {
     GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("No model or AVQ file set."),
@@ -463,13 +472,15 @@ load (GstAvqAnswer *self)
   }
   g_autoptr (GError) error = NULL;
   AvqAnswererOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads, .device = device };
-  self->answerer = avq_answerer_new (&options, &error);
-  if (self->answerer == NULL) {
+  self->pool = gst_avq_pool_acquire (self->acquired_pool_name, &options, max_batch, &error);
+  if (self->pool == NULL) {
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("Could not load the model."), ("%s", error->message));
     return FALSE;
   }
-  GST_INFO_OBJECT (self, "vision half on %s",
-                   avq_engine_device_description (avq_answerer_get_engine (self->answerer)));
+  GST_INFO_OBJECT (self, "vision half on %s%s%s",
+                   avq_engine_device_description (avq_answer_pool_get_engine (self->pool)),
+                   self->acquired_pool_name ? ", shared pool " : "",
+                   self->acquired_pool_name ? self->acquired_pool_name : "");
   self->stopping = FALSE;
   self->worker = g_thread_new ("avqanswer", worker_main, self);
   return TRUE;
@@ -486,7 +497,8 @@ unload (GstAvqAnswer *self)
   if (self->worker)
     g_thread_join (g_steal_pointer (&self->worker));
   g_queue_clear_full (&self->ready, (GDestroyNotify) answer_free);
-  g_clear_pointer (&self->answerer, avq_answerer_free);
+  if (self->pool != NULL)
+    gst_avq_pool_release (self->acquired_pool_name, g_steal_pointer (&self->pool));
 }
 
 static GstStateChangeReturn
@@ -534,6 +546,8 @@ gst_avq_answer_set_property (GObject *object, guint prop_id, const GValue *value
     case PROP_WAIT_FOR_ANSWER: self->wait_for_answer = g_value_get_boolean (value); break;
     case PROP_THREADS: self->threads = g_value_get_int (value); break;
     case PROP_DEVICE: self->device = g_value_get_enum (value); break;
+    case PROP_POOL: g_free (self->pool_name); self->pool_name = g_value_dup_string (value); break;
+    case PROP_MAX_BATCH: self->max_batch = g_value_get_uint (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -554,6 +568,8 @@ gst_avq_answer_get_property (GObject *object, guint prop_id, GValue *value, GPar
     case PROP_WAIT_FOR_ANSWER: g_value_set_boolean (value, self->wait_for_answer); break;
     case PROP_THREADS: g_value_set_int (value, self->threads); break;
     case PROP_DEVICE: g_value_set_enum (value, self->device); break;
+    case PROP_POOL: g_value_set_string (value, self->pool_name); break;
+    case PROP_MAX_BATCH: g_value_set_uint (value, self->max_batch); break;
     case PROP_STATS:
       g_value_take_boxed (value, gst_structure_new ("application/x-avq-answer-stats",
           "frames-in", G_TYPE_UINT64, self->frames_in,
@@ -573,12 +589,13 @@ gst_avq_answer_finalize (GObject *object)
   GstAvqAnswer *self = GST_AVQ_ANSWER (object);
   unload (self);
   g_free (self->model_dir);
+  g_free (self->pool_name);
+  g_free (self->acquired_pool_name);
   g_free (self->avq_path);
   g_free (self->question);
   g_free (self->system_prompt);
   g_queue_clear_full (&self->oneoff_questions, g_free);
   g_mutex_clear (&self->lock);
-  g_mutex_clear (&self->infer_lock);
   g_cond_clear (&self->cond);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
@@ -631,9 +648,19 @@ gst_avq_answer_class_init (GstAvqAnswerClass *klass)
           rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_DEVICE,
       g_param_spec_enum ("device", "Device",
-          "Where the vision half runs (the language model stays on the CPU): auto (CUDA when available, else the CPU), "
+          "Where the model runs (vision half and language model): auto (CUDA when available, else the CPU), "
           "cpu, or cuda (fails to start when CUDA is unavailable)",
           GST_TYPE_AVQ_DEVICE, AVQ_DEVICE_AUTO, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_POOL,
+      g_param_spec_string ("pool", "Pool",
+          "Name of a model shared by every avqanswer of this process that names the same pool: the weights are "
+          "loaded once and questions from all of them are answered together in batches (all need the same model, "
+          "avq and device). NULL: a model of this element's own",
+          NULL, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_MAX_BATCH,
+      g_param_spec_uint ("max-batch", "Max batch",
+          "Most questions a shared pool answers in one batch (taken from the element that loads the pool)",
+          1, 64, DEFAULT_MAX_BATCH, rw | GST_PARAM_MUTABLE_READY));
   gst_type_mark_as_plugin_api (GST_TYPE_AVQ_DEVICE, 0);
   g_object_class_install_property (gobject_class, PROP_STATS,
       g_param_spec_boxed ("stats", "Statistics",
@@ -692,9 +719,9 @@ gst_avq_answer_init (GstAvqAnswer *self)
   self->max_new_tokens = DEFAULT_MAX_NEW_TOKENS;
   self->wait_for_answer = DEFAULT_WAIT_FOR_ANSWER;
   self->threads = DEFAULT_THREADS;
+  self->max_batch = DEFAULT_MAX_BATCH;
   g_queue_init (&self->oneoff_questions);
   g_queue_init (&self->ready);
   g_mutex_init (&self->lock);
-  g_mutex_init (&self->infer_lock);
   g_cond_init (&self->cond);
 }

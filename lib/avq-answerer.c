@@ -7,6 +7,8 @@ struct _AvqAnswerer {
   AvqTokenizer *tokenizer;
   AvqLlama *llama;
   float *features;          /* [feature_tokens, hidden] */
+  float *batch_features;    /* [batch_capacity, feature_tokens, hidden] */
+  guint batch_capacity;
 };
 
 void
@@ -27,6 +29,7 @@ avq_answerer_free (AvqAnswerer *answerer)
   g_clear_pointer (&answerer->engine, avq_engine_free);
   g_clear_pointer (&answerer->tokenizer, avq_tokenizer_free);
   g_free (answerer->features);
+  g_free (answerer->batch_features);
   g_free (answerer);
 }
 
@@ -120,6 +123,50 @@ avq_answer_free (AvqAnswer *answer)
   g_free (answer);
 }
 
+/* The prompt of `question` as the int ids the decoder takes. */
+static int *
+prompt_of (AvqAnswerer *self, const char *question, const AvqAskOptions *options,
+           int *n_prompt, GError **error)
+{
+  gsize n_ids = 0;
+  g_autofree gint32 *ids = avq_answerer_prompt_ids (self, question, options->system_prompt,
+                                                    &n_ids, error);
+  if (ids == NULL)
+    return NULL;
+  int *prompt = g_new (int, n_ids);
+  for (gsize i = 0; i < n_ids; i++)
+    prompt[i] = ids[i];
+  *n_prompt = (int) n_ids;
+  return prompt;
+}
+
+static void
+generate_options_of (const AvqAskOptions *options, AvqGenerateOptions *gen)
+{
+  avq_generate_options_init (gen);
+  gen->max_new_tokens = options->max_new_tokens;
+  gen->temperature = options->temperature;
+  gen->top_p = options->top_p;
+  gen->seed = options->seed;
+}
+
+/* Takes `ids` (the generated tokens) into a new answer with its text. */
+static AvqAnswer *
+answer_of (AvqAnswerer *self, GArray *ids, double vision_ms,
+           const AvqGenerateStats *stats)
+{
+  AvqAnswer *answer = g_new0 (AvqAnswer, 1);
+  answer->ids = ids;
+  g_autofree gint32 *out = g_new (gint32, ids->len + 1);
+  for (guint i = 0; i < ids->len; i++)
+    out[i] = g_array_index (ids, int, i);
+  answer->text = avq_tokenizer_decode (self->tokenizer, out, ids->len, TRUE);
+  answer->vision_ms = vision_ms;
+  answer->prefill_ms = stats->prefill_ms;
+  answer->decode_ms = stats->decode_ms;
+  return answer;
+}
+
 static AvqAnswer *
 generate (AvqAnswerer *self, const char *question, const AvqAskOptions *options,
           double vision_ms, GError **error)
@@ -129,40 +176,23 @@ generate (AvqAnswerer *self, const char *question, const AvqAskOptions *options,
     avq_ask_options_init (&defaults);
     options = &defaults;
   }
-  gsize n_ids = 0;
-  g_autofree gint32 *ids = avq_answerer_prompt_ids (self, question, options->system_prompt,
-                                                    &n_ids, error);
-  if (ids == NULL)
+  int n_ids = 0;
+  g_autofree int *prompt = prompt_of (self, question, options, &n_ids, error);
+  if (prompt == NULL)
     return NULL;
-  g_autofree int *prompt = g_new (int, n_ids);
-  for (gsize i = 0; i < n_ids; i++)
-    prompt[i] = ids[i];
-
   AvqGenerateOptions gen;
-  avq_generate_options_init (&gen);
-  gen.max_new_tokens = options->max_new_tokens;
-  gen.temperature = options->temperature;
-  gen.top_p = options->top_p;
-  gen.seed = options->seed;
+  generate_options_of (options, &gen);
 
   int positions = avq_engine_feature_tokens (self->engine);
-  if (!avq_llama_reserve (self->llama, (int) n_ids + positions + gen.max_new_tokens, error))
+  if (!avq_llama_reserve (self->llama, n_ids + positions + gen.max_new_tokens, error))
     return NULL;
 
-  g_autoptr (AvqAnswer) answer = g_new0 (AvqAnswer, 1);
-  answer->ids = g_array_new (FALSE, FALSE, sizeof (int));
+  g_autoptr (GArray) ids = g_array_new (FALSE, FALSE, sizeof (int));
   AvqGenerateStats stats = { 0 };
-  if (!avq_llava_generate (self->llama, prompt, (int) n_ids, self->features, positions,
-                           &gen, answer->ids, &stats, error))
+  if (!avq_llava_generate (self->llama, prompt, n_ids, self->features, positions,
+                           &gen, ids, &stats, error))
     return NULL;
-  g_autofree gint32 *out = g_new (gint32, answer->ids->len + 1);
-  for (guint i = 0; i < answer->ids->len; i++)
-    out[i] = g_array_index (answer->ids, int, i);
-  answer->text = avq_tokenizer_decode (self->tokenizer, out, answer->ids->len, TRUE);
-  answer->vision_ms = vision_ms;
-  answer->prefill_ms = stats.prefill_ms;
-  answer->decode_ms = stats.decode_ms;
-  return g_steal_pointer (&answer);
+  return answer_of (self, g_steal_pointer (&ids), vision_ms, &stats);
 }
 
 AvqAnswer *
@@ -192,4 +222,78 @@ avq_answerer_ask_image (AvqAnswerer *self, const AvqImage *image,
     return NULL;
   }
   return generate (self, question, options, (g_get_monotonic_time () - start) / 1000.0, error);
+}
+
+gboolean
+avq_answerer_ask_frames (AvqAnswerer *self, const AvqFrame *const *frames,
+                         const char *const *questions, guint n,
+                         const AvqAskOptions *options, AvqAnswer **answers,
+                         GError **error)
+{
+  g_return_val_if_fail (answers != NULL, FALSE);
+  for (guint i = 0; i < n; i++)
+    answers[i] = NULL;
+  if (n == 0 || frames == NULL || questions == NULL) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "ask_frames: %s", n == 0 ? "no frames" : "NULL frames or questions");
+    return FALSE;
+  }
+  for (guint i = 0; i < n; i++)
+    if (questions[i] == NULL) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "ask_frames: question %u is NULL", i);
+      return FALSE;
+    }
+  AvqAskOptions defaults;
+  if (options == NULL) {
+    avq_ask_options_init (&defaults);
+    options = &defaults;
+  }
+  const int positions = avq_engine_feature_tokens (self->engine);
+  const gsize per_frame = (gsize) positions * avq_engine_feature_dim (self->engine);
+  if (n > self->batch_capacity) {
+    g_free (self->batch_features);
+    self->batch_features = g_try_new (float, per_frame * n);
+    self->batch_capacity = self->batch_features != NULL ? n : 0;
+    if (self->batch_features == NULL) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "ask_frames: cannot allocate the features of %u frames", n);
+      return FALSE;
+    }
+  }
+
+  gint64 start = g_get_monotonic_time ();
+  if (!avq_engine_decode_frames (self->engine, frames, n, self->batch_features, error))
+    return FALSE;
+  const double vision_ms = (g_get_monotonic_time () - start) / 1000.0;
+
+  AvqGenerateOptions gen;
+  generate_options_of (options, &gen);
+  g_autofree AvqLlavaRequest *requests = g_new0 (AvqLlavaRequest, n);
+  g_autofree int **prompts = g_new0 (int *, n);
+  g_autofree GArray **ids = g_new0 (GArray *, n);
+  g_autofree AvqGenerateStats *stats = g_new0 (AvqGenerateStats, n);
+  gboolean ok = TRUE;
+  int longest = 0;
+  for (guint i = 0; i < n && ok; i++) {
+    int n_ids = 0;
+    prompts[i] = prompt_of (self, questions[i], options, &n_ids, error);
+    ok = prompts[i] != NULL;
+    requests[i] = (AvqLlavaRequest) { prompts[i], n_ids,
+                                      self->batch_features + per_frame * i, positions };
+    longest = MAX (longest, n_ids);
+  }
+  ok = ok && avq_llama_reserve (self->llama, longest + positions + gen.max_new_tokens, error);
+  for (guint i = 0; i < n; i++)
+    ids[i] = g_array_new (FALSE, FALSE, sizeof (int));
+  ok = ok && avq_llava_generate_batch (self->llama, requests, (int) n, &gen, ids, stats,
+                                       error);
+  for (guint i = 0; i < n; i++) {
+    if (ok)
+      answers[i] = answer_of (self, g_steal_pointer (&ids[i]), vision_ms, &stats[i]);
+    else
+      g_array_unref (ids[i]);
+    g_free (prompts[i]);
+  }
+  return ok;
 }

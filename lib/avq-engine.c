@@ -447,3 +447,132 @@ avq_engine_features_from_image (AvqEngine *e, const AvqImage *image,
     return FALSE;
   return avq_engine_features_from_pixels (e, e->pixels, features, error);
 }
+
+/* ---- batches ---- */
+
+/* The checks every batch entry point makes before running anything: a
+ * non-empty batch, the input array and every input in it, and somewhere to
+ * put the result. `what` names an input ("pixel values", "frame"). */
+static gboolean
+check_batch (const void *const *inputs, guint n, const void *out,
+             const char *what, GError **error)
+{
+  if (n == 0) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "empty batch (n = 0)");
+    return FALSE;
+  }
+  if (inputs == NULL || out == NULL) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "batch of %u: %s", n,
+                 inputs == NULL ? "no input array" : "no output");
+    return FALSE;
+  }
+  for (guint i = 0; i < n; i++)
+    if (inputs[i] == NULL) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "batch input %u of %u: no %s (NULL)", i, n, what);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+gboolean
+avq_engine_encode_pixels_batch (AvqEngine *e, const float *const *pixel_values,
+                                guint n, AvqFrame **frames, GError **error)
+{
+  if (frames != NULL)
+    for (guint i = 0; i < n; i++)
+      frames[i] = NULL;
+  if (!check_batch ((const void *const *) pixel_values, n, frames,
+                    "pixel values", error))
+    return FALSE;
+  if (e->quantizer == NULL) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "encoding needs an AVQ file; none was loaded");
+    return FALSE;
+  }
+#if AVQ_HAVE_CUDA
+  if (e->cuda != NULL) {
+    const AvqQuantizer *q = e->quantizer;
+    for (guint i = 0; i < n; i++)
+      frames[i] = avq_frame_new (q->tokens, q->index_bits, q->side_bits,
+                                 q->codebook_id);
+    if (avq_cuda_vision_encode_batch (e->cuda, pixel_values, n, frames, NULL,
+                                      error))
+      return TRUE;
+    for (guint i = 0; i < n; i++)
+      g_clear_pointer (&frames[i], avq_frame_free);
+    return FALSE;
+  }
+#endif
+  for (guint i = 0; i < n; i++) {
+    frames[i] = avq_engine_encode_pixels (e, pixel_values[i], error);
+    if (frames[i] == NULL) {
+      g_prefix_error (error, "batch input %u of %u: ", i, n);
+      for (guint j = 0; j < i; j++)
+        g_clear_pointer (&frames[j], avq_frame_free);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+gboolean
+avq_engine_decode_frames (AvqEngine *e, const AvqFrame *const *frames,
+                          guint n, float *features, GError **error)
+{
+  if (!check_batch ((const void *const *) frames, n, features, "frame", error))
+    return FALSE;
+  if (e->quantizer == NULL) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "decoding needs an AVQ file; none was loaded");
+    return FALSE;
+  }
+  /* Every frame is checked before any is decoded: a bad one anywhere in the
+   * batch fails the call with nothing written. */
+  for (guint i = 0; i < n; i++)
+    if (!avq_quantizer_check_frame (e->quantizer, frames[i], error)) {
+      g_prefix_error (error, "batch input %u of %u: ", i, n);
+      return FALSE;
+    }
+#if AVQ_HAVE_CUDA
+  if (e->cuda != NULL)
+    return avq_cuda_vision_ensure_full (e->cuda, e->model, error) &&
+           avq_cuda_vision_decode_batch (e->cuda, frames, n, features, error);
+#endif
+  const gsize per = (gsize) avq_engine_feature_tokens (e) *
+                    avq_engine_feature_dim (e);
+  for (guint i = 0; i < n; i++)
+    if (!avq_engine_decode_frame (e, frames[i], features + i * per, error)) {
+      g_prefix_error (error, "batch input %u of %u: ", i, n);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+gboolean
+avq_engine_features_from_pixels_batch (AvqEngine *e,
+                                       const float *const *pixel_values,
+                                       guint n, float *features,
+                                       GError **error)
+{
+  if (!check_batch ((const void *const *) pixel_values, n, features,
+                    "pixel values", error))
+    return FALSE;
+#if AVQ_HAVE_CUDA
+  if (e->cuda != NULL)
+    return avq_cuda_vision_ensure_full (e->cuda, e->model, error) &&
+           avq_cuda_vision_features_batch (e->cuda, pixel_values, n, features,
+                                           error);
+#endif
+  const gsize per = (gsize) avq_engine_feature_tokens (e) *
+                    avq_engine_feature_dim (e);
+  for (guint i = 0; i < n; i++)
+    if (!avq_engine_features_from_pixels (e, pixel_values[i],
+                                          features + i * per, error)) {
+      g_prefix_error (error, "batch input %u of %u: ", i, n);
+      return FALSE;
+    }
+  return TRUE;
+}

@@ -40,6 +40,11 @@
 #define PREFILL_CHUNK 1024
 /* Up to this many rows a linear layer uses the row-at-a-time kernels. */
 #define GEMV_MAX_ROWS 3
+/* The same for batched decode steps: the fused tile kernels cost ~21 ms
+ * per row for a 2-layer 7B-shaped model with its lm_head (one thread),
+ * widening + sgemm ~400 ms (the widening) + ~12 ms per row; they cross
+ * near 48 rows (tests/bench/bench-llama --batch-sgemm --cpu-time). */
+#define BATCH_GEMV_MAX_ROWS 48
 #define MAX_THREADS 64
 
 typedef struct {
@@ -77,16 +82,24 @@ struct _AvqLlama {
   float *final_norm;
   Layer *layers;
 
-  int max_ctx, n_past;
+  /* One KV cache per sequence, all in one block per K and V:
+   * [seq][layer][kv_head][max_ctx][hd] (on CUDA the device holds them and
+   * these stay NULL). One block, so that asking for more sequences or
+   * positions than memory allows fails in one allocation, and growing the
+   * context is one realloc. */
+  int max_ctx, n_seqs;
+  int *n_past;   /* [n_seqs] positions cached per sequence */
   float *k_cache, *v_cache;
   float *rope_cos, *rope_sin;   /* [max_ctx][hd/2] */
 
   /* scratch, grown on demand */
-  int scratch_rows, scratch_ctx;
+  int scratch_rows;
+  gsize scores_floats;
   float *x, *h, *q, *k, *v, *att, *g, *u, *scores;
   float *wbuf;
   gsize wbuf_floats;
   int block_rows;   /* 0: block_rows() */
+  int batch_gemv_rows;   /* batched decode: fused kernels up to this many rows */
   float *last;
 
   int threads;
@@ -250,6 +263,69 @@ axpy_simd (float a, const float *x, float *y, int n)
   for (; i < n; i++)
     y[i] += a * x[i];
 }
+
+/* Dot products of NW (1 or 2) weight rows with NX (1 to 4) input rows:
+ * y[b * y_stride + a] = w_a . x_b. Each weight vector is loaded and widened
+ * once for all NX inputs and each input vector once for both weight rows:
+ * 8 FMAs per 6 loads where dot() does 1 per 2, so that several rows at once
+ * (batched decode) stay bound by reading the weights, not by the loads.
+ * Inlined with constant NW and NX, the accumulators live in registers. */
+SIMD_TARGET static inline __attribute__ ((always_inline)) void
+tile_simd (AvqDType dt, gsize es, int nw, int nx, const guint8 *w, gsize w_stride,
+           const float *x, gsize x_stride, int n, float *y, gsize y_stride)
+{
+  __m256 acc[2][4];
+#pragma GCC unroll 2
+  for (int a = 0; a < nw; a++)
+#pragma GCC unroll 4
+    for (int b = 0; b < nx; b++)
+      acc[a][b] = _mm256_setzero_ps ();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 wv[2];
+#pragma GCC unroll 2
+    for (int a = 0; a < nw; a++)
+      wv[a] = load8 (dt, w + a * w_stride + (gsize) i * es);
+#pragma GCC unroll 4
+    for (int b = 0; b < nx; b++) {
+      __m256 xv = _mm256_loadu_ps (x + b * x_stride + i);
+#pragma GCC unroll 2
+      for (int a = 0; a < nw; a++)
+        acc[a][b] = _mm256_fmadd_ps (wv[a], xv, acc[a][b]);
+    }
+  }
+  for (int a = 0; a < nw; a++)
+    for (int b = 0; b < nx; b++) {
+      float s = hsum8 (acc[a][b]);
+      if (i < n)
+        s += dot_scalar (dt, w + a * w_stride + (gsize) i * es, x + b * x_stride + i,
+                         n - i);
+      y[b * y_stride + a] = s;
+    }
+}
+
+#define DEFINE_TILE_SIMD(suffix, DT, ES)                                     \
+  SIMD_TARGET static void                                                    \
+  tile_simd_##suffix (int nw, int nx, const guint8 *w, gsize w_stride,       \
+                      const float *x, gsize x_stride, int n, float *y,       \
+                      gsize y_stride)                                        \
+  {                                                                          \
+    switch (nw * 4 + nx) {                                                   \
+      case 5: tile_simd (DT, ES, 1, 1, w, w_stride, x, x_stride, n, y, y_stride); break; \
+      case 6: tile_simd (DT, ES, 1, 2, w, w_stride, x, x_stride, n, y, y_stride); break; \
+      case 7: tile_simd (DT, ES, 1, 3, w, w_stride, x, x_stride, n, y, y_stride); break; \
+      case 8: tile_simd (DT, ES, 1, 4, w, w_stride, x, x_stride, n, y, y_stride); break; \
+      case 9: tile_simd (DT, ES, 2, 1, w, w_stride, x, x_stride, n, y, y_stride); break; \
+      case 10: tile_simd (DT, ES, 2, 2, w, w_stride, x, x_stride, n, y, y_stride); break; \
+      case 11: tile_simd (DT, ES, 2, 3, w, w_stride, x, x_stride, n, y, y_stride); break; \
+      case 12: tile_simd (DT, ES, 2, 4, w, w_stride, x, x_stride, n, y, y_stride); break; \
+      default: g_assert_not_reached ();                                      \
+    }                                                                        \
+  }
+
+DEFINE_TILE_SIMD (f16, AVQ_DTYPE_F16, 2)
+DEFINE_TILE_SIMD (bf16, AVQ_DTYPE_BF16, 2)
+DEFINE_TILE_SIMD (f32, AVQ_DTYPE_F32, 4)
 #endif
 
 static void
@@ -372,6 +448,39 @@ gemv_range (gpointer data, int begin, int end)
     const Mat *w = c->w[m];
     int r0 = MAX (begin, off) - off, r1 = MIN (end, off + w->rows) - off;
     gsize row_bytes = (gsize) w->cols * avq_dtype_size (w->dtype);
+#if AVQ_LLAMA_X86
+    if (c->simd && c->n > 1) {
+      /* several input rows (batched decode): pairs of weight rows against
+       * up to 4 inputs at a time; the pair (16 KiB of a 4096-wide F16
+       * row) stays in L1 across the groups of inputs */
+      for (int r = r0; r < r1; r += 2) {
+        int nw = MIN (2, r1 - r);
+        const guint8 *wr = w->data + (gsize) r * row_bytes;
+        /* groups as even as possible (5 = 3 + 2, not 4 + 1): a group of
+         * one would wait on its two accumulators' FMA latency */
+        int groups = (c->n + 3) / 4;
+        for (int gi = 0, i = 0, nx; gi < groups; gi++, i += nx) {
+          nx = (c->n - i + (groups - gi) - 1) / (groups - gi);
+          const float *x = c->x + (gsize) i * w->cols;
+          float *y = c->y[m] + (gsize) i * w->rows + r;
+          switch (w->dtype) {
+            case AVQ_DTYPE_F16:
+              tile_simd_f16 (nw, nx, wr, row_bytes, x, w->cols, w->cols, y, w->rows);
+              break;
+            case AVQ_DTYPE_BF16:
+              tile_simd_bf16 (nw, nx, wr, row_bytes, x, w->cols, w->cols, y, w->rows);
+              break;
+            case AVQ_DTYPE_F32:
+              tile_simd_f32 (nw, nx, wr, row_bytes, x, w->cols, w->cols, y, w->rows);
+              break;
+            default:
+              g_assert_not_reached ();
+          }
+        }
+      }
+      continue;
+    }
+#endif
     for (int r = r0; r < r1; r++) {
       const guint8 *wr = w->data + (gsize) r * row_bytes;
       for (int i = 0; i < c->n; i++)
@@ -389,12 +498,14 @@ block_rows (int cols)
   return MAX (rows, BLOCK_MIN_ROWS);
 }
 
+/* Up to `gemv_max` rows use the fused kernels, more widen weight blocks
+ * for sgemm. */
 static void
-linear (AvqLlama *llama, const Mat *w, const float *x, int n, float *y)
+linear (AvqLlama *llama, const Mat *w, const float *x, int n, float *y, int gemv_max)
 {
   /* LoRA adapters were merged into a private F32 copy at load
    * (avq_llama_apply_lora), so w already is W + (alpha/r) B A. */
-  if (n <= GEMV_MAX_ROWS) {
+  if (n <= gemv_max) {
     GemvCtx ctx = { { w }, { y }, 1, x, n, llama->simd };
     parallel_for (llama, w->rows, 16, gemv_range, &ctx);
     return;
@@ -407,6 +518,9 @@ linear (AvqLlama *llama, const Mat *w, const float *x, int n, float *y)
   }
   gsize es = avq_dtype_size (w->dtype);
   int block = llama->block_rows > 0 ? llama->block_rows : block_rows (w->cols);
+  /* the scratch is sized for the layer matrices; a batch's lm_head (more
+   * rows than any of them in a small model) takes smaller blocks */
+  block = MIN (block, (int) MIN (llama->wbuf_floats / w->cols, G_MAXINT));
   for (int r0 = 0; r0 < w->rows; r0 += block) {
     int rb = MIN (block, w->rows - r0);
     widen (llama->simd, w->dtype, w->data + (gsize) r0 * w->cols * es,
@@ -420,18 +534,18 @@ linear (AvqLlama *llama, const Mat *w, const float *x, int n, float *y)
 static void
 linear_group (AvqLlama *llama, int count, const Mat *w0, float *y0,
               const Mat *w1, float *y1, const Mat *w2, float *y2,
-              const float *x, int n)
+              const float *x, int n, int gemv_max)
 {
-  if (n <= GEMV_MAX_ROWS) {
+  if (n <= gemv_max) {
     GemvCtx ctx = { { w0, w1, w2 }, { y0, y1, y2 }, count, x, n, llama->simd };
     int rows = w0->rows + w1->rows + (count > 2 ? w2->rows : 0);
     parallel_for (llama, rows, 16, gemv_range, &ctx);
     return;
   }
-  linear (llama, w0, x, n, y0);
-  linear (llama, w1, x, n, y1);
+  linear (llama, w0, x, n, y0, gemv_max);
+  linear (llama, w1, x, n, y1, gemv_max);
   if (count > 2)
-    linear (llama, w2, x, n, y2);
+    linear (llama, w2, x, n, y2, gemv_max);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -492,35 +606,64 @@ softmax_inplace (float *s, int n)
 /* attention */
 
 static float *
-cache_k (AvqLlama *llama, int layer, int kvh)
+cache_k (AvqLlama *llama, int seq, int layer, int kvh)
 {
-  return llama->k_cache + ((gsize) layer * llama->nkv + kvh) * llama->max_ctx * llama->hd;
+  return llama->k_cache + (((gsize) seq * llama->n_layers + layer) * llama->nkv + kvh) *
+      llama->max_ctx * llama->hd;
 }
 
 static float *
-cache_v (AvqLlama *llama, int layer, int kvh)
+cache_v (AvqLlama *llama, int seq, int layer, int kvh)
 {
-  return llama->v_cache + ((gsize) layer * llama->nkv + kvh) * llama->max_ctx * llama->hd;
+  return llama->v_cache + (((gsize) seq * llama->n_layers + layer) * llama->nkv + kvh) *
+      llama->max_ctx * llama->hd;
+}
+
+/* The rows of one forward pass: `n` consecutive positions p0 .. of
+ * sequence `seq` (prefill, decode), or, when `seqs` is set, row i at
+ * position pos[i] of sequence seqs[i] (batched decode). Linear layers run
+ * up to `gemv_max` rows through the fused kernels. */
+typedef struct {
+  int n;
+  int seq, p0;
+  const int *seqs, *pos;
+  int gemv_max;
+} Rows;
+
+static inline int
+row_seq (const Rows *r, int i)
+{
+  return r->seqs ? r->seqs[i] : r->seq;
+}
+
+static inline int
+row_pos (const Rows *r, int i)
+{
+  return r->seqs ? r->pos[i] : r->p0 + i;
 }
 
 typedef struct {
   AvqLlama *llama;
-  int layer, p0;
-} DecodeAttnCtx;
+  int layer;
+  const Rows *rows;
+} RowAttnCtx;
 
-/* One query row, heads [begin, end). */
+/* Attention of single query rows, each against its own sequence's cache up
+ * to its own position; units [begin, end) are (row, head) pairs. */
 static void
-decode_attention_range (gpointer data, int begin, int end)
+row_attention_range (gpointer data, int begin, int end)
 {
-  DecodeAttnCtx *c = data;
+  RowAttnCtx *c = data;
   AvqLlama *llama = c->llama;
-  int hd = llama->hd, T = c->p0 + 1, group = llama->nh / llama->nkv;
-  for (int hh = begin; hh < end; hh++) {
-    const float *K = cache_k (llama, c->layer, hh / group);
-    const float *V = cache_v (llama, c->layer, hh / group);
-    const float *qh = llama->q + (gsize) hh * hd;
-    float *s = llama->scores + (gsize) hh * llama->max_ctx;
-    float *o = llama->att + (gsize) hh * hd;
+  int hd = llama->hd, group = llama->nh / llama->nkv;
+  for (int u = begin; u < end; u++) {
+    int i = u / llama->nh, hh = u % llama->nh;
+    int seq = row_seq (c->rows, i), T = row_pos (c->rows, i) + 1;
+    const float *K = cache_k (llama, seq, c->layer, hh / group);
+    const float *V = cache_v (llama, seq, c->layer, hh / group);
+    const float *qh = llama->q + (gsize) i * llama->q_dim + (gsize) hh * hd;
+    float *s = llama->scores + (gsize) u * llama->max_ctx;
+    float *o = llama->att + (gsize) i * llama->q_dim + (gsize) hh * hd;
     for (int j = 0; j < T; j++)
       s[j] = dot (llama->simd, AVQ_DTYPE_F32, (const guint8 *) (K + (gsize) j * hd),
                   qh, hd) * llama->scale;
@@ -532,17 +675,18 @@ decode_attention_range (gpointer data, int begin, int end)
 }
 
 static void
-attention (AvqLlama *llama, int layer, int n, int p0)
+attention (AvqLlama *llama, int layer, const Rows *rows)
 {
+  int n = rows->n, p0 = rows->p0;
   int hd = llama->hd, group = llama->nh / llama->nkv, T = p0 + n;
-  if (n == 1) {
-    DecodeAttnCtx ctx = { llama, layer, p0 };
-    parallel_for (llama, llama->nh, 1, decode_attention_range, &ctx);
+  if (rows->seqs != NULL || n == 1) {
+    RowAttnCtx ctx = { llama, layer, rows };
+    parallel_for (llama, n * llama->nh, 1, row_attention_range, &ctx);
     return;
   }
   for (int hh = 0; hh < llama->nh; hh++) {
-    const float *K = cache_k (llama, layer, hh / group);
-    const float *V = cache_v (llama, layer, hh / group);
+    const float *K = cache_k (llama, rows->seq, layer, hh / group);
+    const float *V = cache_v (llama, rows->seq, layer, hh / group);
     float *S = llama->scores;
     cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, T, hd,
                  llama->scale, llama->q + (gsize) hh * hd, llama->q_dim,
@@ -563,10 +707,11 @@ attention (AvqLlama *llama, int layer, int n, int p0)
 /* forward */
 
 static void
-ensure_scratch (AvqLlama *llama, int rows, int ctx)
+ensure_scratch (AvqLlama *llama, const Rows *rows)
 {
-  if (rows > llama->scratch_rows) {
-    gsize r = rows;
+  int n = rows->n;
+  if (n > llama->scratch_rows) {
+    gsize r = n;
     llama->x = g_renew (float, llama->x, r * llama->H);
     llama->h = g_renew (float, llama->h, r * llama->H);
     llama->q = g_renew (float, llama->q, r * llama->q_dim);
@@ -575,16 +720,19 @@ ensure_scratch (AvqLlama *llama, int rows, int ctx)
     llama->att = g_renew (float, llama->att, r * llama->q_dim);
     llama->g = g_renew (float, llama->g, r * llama->ffn);
     llama->u = g_renew (float, llama->u, r * llama->ffn);
-    llama->scratch_rows = rows;
-    llama->scratch_ctx = 0;   /* scores depend on rows too */
+    llama->scratch_rows = n;
   }
-  if (ctx > llama->scratch_ctx) {
-    /* prefill: [rows, ctx] for one head at a time; decode: [heads, max_ctx] */
-    gsize need = MAX ((gsize) llama->scratch_rows * ctx,
-                      (gsize) llama->nh * llama->max_ctx);
+  /* single rows: [rows, heads, max_ctx]; a prompt: [n, context] for one
+   * head at a time, and one row's [heads, max_ctx] in the final layer */
+  gsize need = (gsize) llama->nh * llama->max_ctx;
+  if (rows->seqs != NULL)
+    need *= n;
+  else
+    need = MAX (need, (gsize) n * (rows->p0 + n));
+  if (need > llama->scores_floats) {
     g_free (llama->scores);
     llama->scores = g_new (float, need);
-    llama->scratch_ctx = ctx;
+    llama->scores_floats = need;
   }
 }
 
@@ -597,37 +745,49 @@ silu (float g)
 typedef enum {
   OUTPUT_LAST,   /* the last row's hidden state, for the logits */
   OUTPUT_NONE,   /* only the KV cache (prefill chunks before the last) */
+  OUTPUT_ALL,    /* every row's (batched decode) */
 } Output;
 
-/* Runs rows x [n, H] (already in llama->x) at positions p0.. and fills the
- * cache. Returns the row of llama->x that holds the last position's final
- * hidden state (undefined for OUTPUT_NONE). */
+/* Runs rows x [n, H] (already in llama->x) and fills the caches. Returns
+ * the row of llama->x that holds the last position's final hidden state
+ * (undefined for OUTPUT_NONE; with OUTPUT_ALL row i is row i's). */
 static int
-forward (AvqLlama *llama, int n, int p0, Output output)
+forward (AvqLlama *llama, const Rows *rows_in, Output output)
 {
+  Rows rows = *rows_in;
   int H = llama->H, hd = llama->hd;
   float eps = llama->cfg.rms_norm_eps;
-  int last = n - 1;
+  int last = rows.n - 1;
 
+  ensure_scratch (llama, &rows);
   for (int l = 0; l < llama->n_layers; l++) {
     const Layer *ly = &llama->layers[l];
     gboolean final_layer = l == llama->n_layers - 1;
+    int n = rows.n;
 
     rms_norm (llama->x, ly->attn_norm, n, H, eps, llama->h);
     linear_group (llama, 3, &ly->q, llama->q, &ly->k, llama->k, &ly->v, llama->v,
-                  llama->h, n);
-    rope (llama, llama->q, n, llama->nh, p0);
-    rope (llama, llama->k, n, llama->nkv, p0);
-    for (int kvh = 0; kvh < llama->nkv; kvh++) {
-      float *K = cache_k (llama, l, kvh), *V = cache_v (llama, l, kvh);
+                  llama->h, n, rows.gemv_max);
+    if (rows.seqs != NULL) {
       for (int i = 0; i < n; i++) {
-        memcpy (K + (gsize) (p0 + i) * hd, llama->k + (gsize) i * llama->kv_dim + (gsize) kvh * hd,
+        rope (llama, llama->q + (gsize) i * llama->q_dim, 1, llama->nh, rows.pos[i]);
+        rope (llama, llama->k + (gsize) i * llama->kv_dim, 1, llama->nkv, rows.pos[i]);
+      }
+    } else {
+      rope (llama, llama->q, n, llama->nh, rows.p0);
+      rope (llama, llama->k, n, llama->nkv, rows.p0);
+    }
+    for (int kvh = 0; kvh < llama->nkv; kvh++) {
+      for (int i = 0; i < n; i++) {
+        gsize at = (gsize) row_pos (&rows, i) * hd;
+        gsize from = (gsize) i * llama->kv_dim + (gsize) kvh * hd;
+        memcpy (cache_k (llama, row_seq (&rows, i), l, kvh) + at, llama->k + from,
                 hd * sizeof (float));
-        memcpy (V + (gsize) (p0 + i) * hd, llama->v + (gsize) i * llama->kv_dim + (gsize) kvh * hd,
+        memcpy (cache_v (llama, row_seq (&rows, i), l, kvh) + at, llama->v + from,
                 hd * sizeof (float));
       }
     }
-    if (final_layer) {
+    if (final_layer && output != OUTPUT_ALL) {
       /* Past its cache writes, the last layer matters only through the
        * row that reaches the logits: one row instead of n saves ~1/L of
        * the prefill. */
@@ -636,76 +796,104 @@ forward (AvqLlama *llama, int n, int p0, Output output)
       if (n > 1) {
         memmove (llama->q, llama->q + (gsize) last * llama->q_dim, llama->q_dim * sizeof (float));
         memmove (llama->x, llama->x + (gsize) last * H, H * sizeof (float));
-        p0 += last;
-        n = 1;
+        rows.p0 += last;
+        rows.n = n = 1;
         last = 0;
       }
     }
-    attention (llama, l, n, p0);
+    attention (llama, l, &rows);
 
     /* o_proj into h, then the residual */
-    linear (llama, &ly->o, llama->att, n, llama->h);
+    linear (llama, &ly->o, llama->att, n, llama->h, rows.gemv_max);
     for (gsize i = 0; i < (gsize) n * H; i++)
       llama->x[i] += llama->h[i];
 
     rms_norm (llama->x, ly->mlp_norm, n, H, eps, llama->h);
     linear_group (llama, 2, &ly->gate, llama->g, &ly->up, llama->u, NULL, NULL,
-                  llama->h, n);
+                  llama->h, n, rows.gemv_max);
     for (gsize i = 0; i < (gsize) n * llama->ffn; i++)
       llama->g[i] = silu (llama->g[i]) * llama->u[i];
-    linear (llama, &ly->down, llama->g, n, llama->h);
+    linear (llama, &ly->down, llama->g, n, llama->h, rows.gemv_max);
     for (gsize i = 0; i < (gsize) n * H; i++)
       llama->x[i] += llama->h[i];
   }
   return last;
 }
 
+/* Logits [n, vocab] of n final hidden states [n, H]. */
 static void
-final_logits (AvqLlama *llama, const float *row, float *logits)
+final_logits (AvqLlama *llama, const float *x, int n, float *logits, int gemv_max)
 {
-  rms_norm (row, llama->final_norm, 1, llama->H, llama->cfg.rms_norm_eps, llama->last);
-  linear (llama, &llama->lm_head, llama->last, 1, logits);
+  float *normed = n == 1 ? llama->last : llama->h;   /* h holds n rows */
+  rms_norm (x, llama->final_norm, n, llama->H, llama->cfg.rms_norm_eps, normed);
+  linear (llama, &llama->lm_head, normed, n, logits, gemv_max);
+}
+
+static gboolean
+check_sequence (const AvqLlama *llama, int seq, const char *what, GError **error)
+{
+  if (seq < 0 || seq >= llama->n_seqs) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "%s: sequence %d does not exist (the decoder holds %d)", what, seq,
+                 llama->n_seqs);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+avq_llama_prefill_sequence (AvqLlama *llama, int seq, const float *embeddings,
+                            int n, float *logits, GError **error)
+{
+  g_return_val_if_fail (llama != NULL, FALSE);
+  g_return_val_if_fail (n <= 0 || embeddings != NULL, FALSE);
+  if (!check_sequence (llama, seq, "LLaMA prefill", error))
+    return FALSE;
+  if (n <= 0) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "LLaMA prefill needs at least one position (got %d)", n);
+    return FALSE;
+  }
+  int *past = &llama->n_past[seq];
+  if (n > llama->max_ctx - *past) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "LLaMA context full: %d cached + %d new positions > %d",
+                 *past, n, llama->max_ctx);
+    return FALSE;
+  }
+#if AVQ_HAVE_CUDA
+  if (llama->cuda != NULL) {
+    gboolean ok = seq == 0
+        ? avq_cuda_llama_prefill (llama->cuda, embeddings, n, *past, logits, error)
+        : avq_cuda_llama_prefill_sequence (llama->cuda, seq, embeddings, n, *past,
+                                           logits, error);
+    if (!ok)
+      return FALSE;
+    *past += n;
+    return TRUE;
+  }
+#endif
+  for (int done = 0; done < n;) {
+    int chunk = MIN (PREFILL_CHUNK, n - done);
+    Rows rows = { .n = chunk, .seq = seq, .p0 = *past, .gemv_max = GEMV_MAX_ROWS };
+    ensure_scratch (llama, &rows);
+    memcpy (llama->x, embeddings + (gsize) done * llama->H,
+            (gsize) chunk * llama->H * sizeof (float));
+    gboolean want = done + chunk == n && logits != NULL;
+    int row = forward (llama, &rows, want ? OUTPUT_LAST : OUTPUT_NONE);
+    *past += chunk;
+    done += chunk;
+    if (want)
+      final_logits (llama, llama->x + (gsize) row * llama->H, 1, logits, GEMV_MAX_ROWS);
+  }
+  return TRUE;
 }
 
 gboolean
 avq_llama_prefill (AvqLlama *llama, const float *embeddings, int n,
                    float *logits, GError **error)
 {
-  g_return_val_if_fail (llama != NULL, FALSE);
-  g_return_val_if_fail (n == 0 || embeddings != NULL, FALSE);
-  if (n <= 0) {
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
-                 "LLaMA prefill needs at least one position (got %d)", n);
-    return FALSE;
-  }
-  if (n > llama->max_ctx - llama->n_past) {
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
-                 "LLaMA context full: %d cached + %d new positions > %d",
-                 llama->n_past, n, llama->max_ctx);
-    return FALSE;
-  }
-#if AVQ_HAVE_CUDA
-  if (llama->cuda != NULL) {
-    if (!avq_cuda_llama_prefill (llama->cuda, embeddings, n, llama->n_past,
-                                 logits, error))
-      return FALSE;
-    llama->n_past += n;
-    return TRUE;
-  }
-#endif
-  for (int done = 0; done < n;) {
-    int chunk = MIN (PREFILL_CHUNK, n - done);
-    ensure_scratch (llama, chunk, llama->n_past + chunk);
-    memcpy (llama->x, embeddings + (gsize) done * llama->H,
-            (gsize) chunk * llama->H * sizeof (float));
-    gboolean want = done + chunk == n && logits != NULL;
-    int row = forward (llama, chunk, llama->n_past, want ? OUTPUT_LAST : OUTPUT_NONE);
-    llama->n_past += chunk;
-    done += chunk;
-    if (want)
-      final_logits (llama, llama->x + (gsize) row * llama->H, logits);
-  }
-  return TRUE;
+  return avq_llama_prefill_sequence (llama, 0, embeddings, n, logits, error);
 }
 
 gboolean
@@ -713,7 +901,7 @@ avq_llama_decode (AvqLlama *llama, int token, float *logits, GError **error)
 {
   g_return_val_if_fail (llama != NULL, FALSE);
   g_return_val_if_fail (logits != NULL, FALSE);
-  if (llama->n_past >= llama->max_ctx) {
+  if (llama->n_past[0] >= llama->max_ctx) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
                  "LLaMA context full: %d positions", llama->max_ctx);
     return FALSE;
@@ -726,19 +914,85 @@ avq_llama_decode (AvqLlama *llama, int token, float *logits, GError **error)
                    token, llama->vocab, llama->embed.name);
       return FALSE;
     }
-    if (!avq_cuda_llama_decode (llama->cuda, token, llama->n_past, logits, NULL,
+    if (!avq_cuda_llama_decode (llama->cuda, token, llama->n_past[0], logits, NULL,
                                 error))
       return FALSE;
-    llama->n_past++;
+    llama->n_past[0]++;
     return TRUE;
   }
 #endif
-  ensure_scratch (llama, 1, llama->n_past + 1);
+  Rows rows = { .n = 1, .seq = 0, .p0 = llama->n_past[0], .gemv_max = GEMV_MAX_ROWS };
+  ensure_scratch (llama, &rows);
   if (!avq_llama_embed (llama, &token, 1, llama->x, error))
     return FALSE;
-  forward (llama, 1, llama->n_past, OUTPUT_LAST);
-  llama->n_past++;
-  final_logits (llama, llama->x, logits);
+  forward (llama, &rows, OUTPUT_LAST);
+  llama->n_past[0]++;
+  final_logits (llama, llama->x, 1, logits, GEMV_MAX_ROWS);
+  return TRUE;
+}
+
+gboolean
+avq_llama_decode_batch (AvqLlama *llama, const int *seqs, const int *tokens,
+                        int n, float *logits, GError **error)
+{
+  g_return_val_if_fail (llama != NULL, FALSE);
+  g_return_val_if_fail (n <= 0 || (seqs != NULL && tokens != NULL), FALSE);
+  if (n <= 0) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "LLaMA batch decode needs at least one sequence (got %d)", n);
+    return FALSE;
+  }
+  /* everything is checked before anything runs: a bad row must not leave
+   * the other sequences advanced */
+  g_autofree int *row_of = g_new (int, llama->n_seqs);
+  for (int s = 0; s < llama->n_seqs; s++)
+    row_of[s] = -1;
+  for (int i = 0; i < n; i++) {
+    g_autofree char *what = g_strdup_printf ("LLaMA batch decode, row %d", i);
+    if (!check_sequence (llama, seqs[i], what, error))
+      return FALSE;
+    if (row_of[seqs[i]] >= 0) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "LLaMA batch decode: sequence %d appears in rows %d and %d",
+                   seqs[i], row_of[seqs[i]], i);
+      return FALSE;
+    }
+    row_of[seqs[i]] = i;
+    if (tokens[i] < 0 || tokens[i] >= llama->vocab) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "LLaMA batch decode, row %d: token id %d is outside the vocabulary "
+                   "(%d entries of %s)", i, tokens[i], llama->vocab, llama->embed.name);
+      return FALSE;
+    }
+    if (llama->n_past[seqs[i]] >= llama->max_ctx) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "LLaMA context full: sequence %d (row %d) holds %d positions",
+                   seqs[i], i, llama->max_ctx);
+      return FALSE;
+    }
+  }
+  g_autofree int *pos = g_new (int, n);
+  for (int i = 0; i < n; i++)
+    pos[i] = llama->n_past[seqs[i]];
+#if AVQ_HAVE_CUDA
+  if (llama->cuda != NULL) {
+    if (!avq_cuda_llama_decode_batch (llama->cuda, n, seqs, tokens, pos, logits, NULL,
+                                      error))
+      return FALSE;
+    for (int i = 0; i < n; i++)
+      llama->n_past[seqs[i]]++;
+    return TRUE;
+  }
+#endif
+  Rows rows = { .n = n, .seqs = seqs, .pos = pos, .gemv_max = llama->batch_gemv_rows };
+  ensure_scratch (llama, &rows);
+  if (!avq_llama_embed (llama, tokens, n, llama->x, error))
+    return FALSE;   /* not reached: the ids were checked */
+  forward (llama, &rows, OUTPUT_ALL);
+  for (int i = 0; i < n; i++)
+    llama->n_past[seqs[i]]++;
+  if (logits != NULL)
+    final_logits (llama, llama->x, n, logits, llama->batch_gemv_rows);
   return TRUE;
 }
 
@@ -813,9 +1067,44 @@ rope_tables (AvqLlama *llama, int from, int to)
   }
 }
 
+/* A KV cache that memory cannot hold: say what it would take, since the
+ * size (1 MiB a position for a 7B model) is easy to underestimate. */
+static void
+cache_error (const AvqLlama *llama, int n_seqs, int max_context, GError **error)
+{
+  double per_pos = 2.0 * llama->n_layers * llama->kv_dim * sizeof (float) / 1024.0;
+  gboolean mib = per_pos >= 1024;
+  g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+               "cannot allocate the KV cache of %d sequence%s x %d positions: "
+               "%.0f MiB (%.3g %s a position a sequence: %d layers, K and V of %d "
+               "floats each)", n_seqs, n_seqs == 1 ? "" : "s", max_context,
+               per_pos / 1024 * n_seqs * max_context, mib ? per_pos / 1024 : per_pos,
+               mib ? "MiB" : "KiB", llama->n_layers, llama->kv_dim);
+}
+
+/* Floats of one K (or V) block for n_seqs caches of max_context
+ * positions, or FALSE with an error saying what it would take. */
+static gboolean
+cache_floats (const AvqLlama *llama, int n_seqs, int max_context, gsize *floats,
+              GError **error)
+{
+  gsize f = 0;
+  gboolean ok = g_size_checked_mul (&f, (gsize) n_seqs, (gsize) llama->n_layers) &&
+      g_size_checked_mul (&f, f, (gsize) llama->kv_dim) &&
+      g_size_checked_mul (&f, f, (gsize) max_context) &&
+      g_size_checked_mul (&f, f, 2 * sizeof (float));
+  if (ok) {
+    *floats = f / (2 * sizeof (float));
+    return TRUE;
+  }
+  cache_error (llama, n_seqs, max_context, error);
+  return FALSE;
+}
+
 gboolean
 avq_llama_reserve (AvqLlama *llama, int max_context, GError **error)
 {
+  g_return_val_if_fail (llama != NULL, FALSE);
   if (max_context <= llama->max_ctx)
     return TRUE;
   if (llama->cfg.max_position_embeddings > 0 &&
@@ -828,41 +1117,110 @@ avq_llama_reserve (AvqLlama *llama, int max_context, GError **error)
   }
 #if AVQ_HAVE_CUDA
   if (llama->cuda != NULL) {
-    /* The cache lives on the device; the host keeps only the positions. */
-    if (!avq_cuda_llama_reserve (llama->cuda, max_context, llama->n_past, error))
+    /* The caches live on the device; the host keeps only the positions.
+     * Copying the longest sequence's positions keeps every sequence. */
+    int longest = 0;
+    for (int s = 0; s < llama->n_seqs; s++)
+      longest = MAX (longest, llama->n_past[s]);
+    if (!avq_cuda_llama_reserve (llama->cuda, max_context, longest, error))
       return FALSE;
     llama->max_ctx = max_context;
     return TRUE;
   }
 #endif
-  gsize per_head = (gsize) max_context * llama->hd;
-  gsize total = (gsize) llama->n_layers * llama->nkv * per_head;
-  float *k = g_try_new (float, total), *v = g_try_new (float, total);
-  if (k == NULL || v == NULL) {
-    g_free (k);
-    g_free (v);
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
-                 "cannot allocate a KV cache of %d positions (%" G_GSIZE_FORMAT " MiB)",
-                 max_context, 2 * total * sizeof (float) >> 20);
+  gsize floats;
+  if (!cache_floats (llama, llama->n_seqs, max_context, &floats, error))
+    return FALSE;
+  /* realloc keeps the old layout at the start of each block: until both
+   * succeed nothing has changed but the room (and glibc can grow a large
+   * block by remapping, without a second copy in memory) */
+  float *k = g_try_realloc (llama->k_cache, floats * sizeof (float));
+  if (k == NULL) {
+    cache_error (llama, llama->n_seqs, max_context, error);
     return FALSE;
   }
-  if (llama->n_past > 0) {
-    for (gsize s = 0; s < (gsize) llama->n_layers * llama->nkv; s++) {
-      memcpy (k + s * per_head, llama->k_cache + s * llama->max_ctx * llama->hd,
-              (gsize) llama->n_past * llama->hd * sizeof (float));
-      memcpy (v + s * per_head, llama->v_cache + s * llama->max_ctx * llama->hd,
-              (gsize) llama->n_past * llama->hd * sizeof (float));
+  llama->k_cache = k;
+  float *v = g_try_realloc (llama->v_cache, floats * sizeof (float));
+  if (v == NULL) {
+    cache_error (llama, llama->n_seqs, max_context, error);
+    return FALSE;
+  }
+  llama->v_cache = v;
+  /* Spread the [position, head_dim] blocks out to the new stride, the last
+   * first: block b moves up to b * new, which only overlaps blocks above it,
+   * already moved. */
+  gsize per_seq = (gsize) llama->n_layers * llama->nkv;
+  gsize old_stride = (gsize) llama->max_ctx * llama->hd;
+  gsize new_stride = (gsize) max_context * llama->hd;
+  for (gsize b = per_seq * llama->n_seqs; b-- > 1;) {
+    gsize len = (gsize) llama->n_past[b / per_seq] * llama->hd * sizeof (float);
+    if (len > 0) {
+      memmove (k + b * new_stride, k + b * old_stride, len);
+      memmove (v + b * new_stride, v + b * old_stride, len);
     }
   }
-  g_free (llama->k_cache);
-  g_free (llama->v_cache);
-  llama->k_cache = k;
-  llama->v_cache = v;
   llama->rope_cos = g_renew (float, llama->rope_cos, (gsize) max_context * (llama->hd / 2));
   llama->rope_sin = g_renew (float, llama->rope_sin, (gsize) max_context * (llama->hd / 2));
   rope_tables (llama, llama->max_ctx, max_context);
   llama->max_ctx = max_context;
-  llama->scratch_ctx = 0;   /* decode scores are sized by max_ctx */
+  return TRUE;
+}
+
+/* Resizes a cache block for new contents (the old ones are forgotten). A
+ * failed shrink keeps the larger block, which still fits. */
+static gboolean
+resize_cache (float **block, gsize old_floats, gsize floats)
+{
+  float *p = g_try_realloc (*block, floats * sizeof (float));
+  if (p != NULL)
+    *block = p;
+  return p != NULL || floats <= old_floats;
+}
+
+gboolean
+avq_llama_set_sequences (AvqLlama *llama, int n_sequences, GError **error)
+{
+  g_return_val_if_fail (llama != NULL, FALSE);
+  if (n_sequences < 1) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "a decoder needs at least one sequence (got %d)", n_sequences);
+    return FALSE;
+  }
+  if (n_sequences == llama->n_seqs) {
+    memset (llama->n_past, 0, n_sequences * sizeof (int));
+    return TRUE;
+  }
+  gsize floats, old_floats = 0;
+  if (!cache_floats (llama, n_sequences, llama->max_ctx, &floats, error))
+    return FALSE;
+  int *past = g_try_new0 (int, n_sequences);
+  if (past == NULL) {
+    cache_error (llama, n_sequences, llama->max_ctx, error);
+    return FALSE;
+  }
+#if AVQ_HAVE_CUDA
+  if (llama->cuda != NULL) {
+    if (!avq_cuda_llama_set_sequences (llama->cuda, n_sequences, error)) {
+      g_free (past);
+      return FALSE;
+    }
+    g_free (llama->n_past);
+    llama->n_past = past;
+    llama->n_seqs = n_sequences;
+    return TRUE;
+  }
+#endif
+  cache_floats (llama, llama->n_seqs, llama->max_ctx, &old_floats, NULL);
+  /* a failed growth of V after K grew leaves K larger than needed: harmless */
+  if (!resize_cache (&llama->k_cache, old_floats, floats) ||
+      !resize_cache (&llama->v_cache, old_floats, floats)) {
+    g_free (past);
+    cache_error (llama, n_sequences, llama->max_ctx, error);
+    return FALSE;
+  }
+  g_free (llama->n_past);
+  llama->n_past = past;
+  llama->n_seqs = n_sequences;
   return TRUE;
 }
 
@@ -918,6 +1276,14 @@ avq_llama_new (const AvqModel *model, int max_context, GError **error)
   llama->scale = 1.0f / sqrtf ((float) llama->hd);
   llama->simd = cpu_has_simd ();
   llama->threads = 1;
+  llama->n_seqs = 1;
+  llama->n_past = g_new0 (int, 1);
+  llama->batch_gemv_rows = BATCH_GEMV_MAX_ROWS;
+  /* for comparisons (tests/bench/bench-llama --batch-sgemm): batched steps
+   * of more rows than this widen weight blocks for sgemm; 0: always */
+  const char *env_rows = g_getenv ("AVQ_LLAMA_BATCH_GEMV_ROWS");
+  if (env_rows != NULL)
+    llama->batch_gemv_rows = (int) CLAMP (g_ascii_strtoll (env_rows, NULL, 10), 0, G_MAXINT);
 
   const char *P = "language_model.model";
   if (!bind_mat (model, &llama->embed, llama->vocab, llama->H, error, "%s.embed_tokens.weight", P))
@@ -1025,6 +1391,7 @@ avq_llama_free (AvqLlama *llama)
     g_free (llama->layers);
   }
   g_free (llama->final_norm);
+  g_free (llama->n_past);
   g_free (llama->k_cache);
   g_free (llama->v_cache);
   g_free (llama->rope_cos);
@@ -1091,7 +1458,29 @@ void
 avq_llama_reset (AvqLlama *llama)
 {
   g_return_if_fail (llama != NULL);
-  llama->n_past = 0;
+  llama->n_past[0] = 0;
+}
+
+void
+avq_llama_reset_sequence (AvqLlama *llama, int seq)
+{
+  g_return_if_fail (llama != NULL);
+  g_return_if_fail (seq >= 0 && seq < llama->n_seqs);
+  llama->n_past[seq] = 0;
+}
+
+int
+avq_llama_sequences (const AvqLlama *llama)
+{
+  return llama->n_seqs;
+}
+
+int
+avq_llama_sequence_n_past (const AvqLlama *llama, int seq)
+{
+  g_return_val_if_fail (llama != NULL, -1);
+  g_return_val_if_fail (seq >= 0 && seq < llama->n_seqs, -1);
+  return llama->n_past[seq];
 }
 
 const AvqModel *
@@ -1121,7 +1510,7 @@ avq_llama_vocab_size (const AvqLlama *llama)
 int
 avq_llama_n_past (const AvqLlama *llama)
 {
-  return llama->n_past;
+  return llama->n_past[0];
 }
 
 int
@@ -1296,12 +1685,17 @@ avq_llama_use_cuda (AvqLlama *llama, GError **error)
     .lm_head = cuda_matrix (&llama->lm_head), .final_norm = llama->final_norm,
     .layers = layers,
   };
-  llama->cuda = avq_cuda_llama_new (&desc, llama->max_ctx, -1, error);
-  if (llama->cuda == NULL)
+  AvqCudaLlama *cuda = avq_cuda_llama_new (&desc, llama->max_ctx, -1, error);
+  if (cuda == NULL)
     return FALSE;
-  /* The device holds the cache from now on: start empty, and give the
-   * host cache back. */
-  llama->n_past = 0;
+  if (llama->n_seqs > 1 && !avq_cuda_llama_set_sequences (cuda, llama->n_seqs, error)) {
+    avq_cuda_llama_free (cuda);
+    return FALSE;
+  }
+  llama->cuda = cuda;
+  /* The device holds the caches from now on: start empty, and give the
+   * host caches back. */
+  memset (llama->n_past, 0, llama->n_seqs * sizeof (int));
   g_clear_pointer (&llama->k_cache, g_free);
   g_clear_pointer (&llama->v_cache, g_free);
   return TRUE;

@@ -77,11 +77,15 @@ gboolean avq_llama_decode (AvqLlama *llama, int token, float *logits,
  * summation order). */
 
 /* Sets the number of sequences (>= 1), each with a cache of the current
- * max_context; forgets every cached position. Errors when the caches
- * cannot be allocated. */
+ * max_context; forgets every cached position. On the CPU a cache costs
+ * 2 x layers x kv_heads x head_dim floats a position (1 MiB for a 7B
+ * model: 1 GiB per sequence at 1024 positions). Errors, naming the size,
+ * when the caches cannot be allocated; the decoder is then unchanged. */
 gboolean avq_llama_set_sequences (AvqLlama *llama, int n_sequences,
                                   GError **error);
 int avq_llama_sequences (const AvqLlama *llama);
+/* Positions cached in sequence `seq` (-1, with a critical warning, when
+ * there is no such sequence). */
 int avq_llama_sequence_n_past (const AvqLlama *llama, int seq);
 void avq_llama_reset_sequence (AvqLlama *llama, int seq);
 
@@ -94,7 +98,10 @@ gboolean avq_llama_prefill_sequence (AvqLlama *llama, int seq,
  * n_past of sequence seqs[i]. `logits` ([n, vocab], may be NULL) receives
  * row i's logits. Invalid sequence numbers, repeated sequences, ids
  * outside the vocabulary or a full cache are an AVQ_ERROR_INVALID_ARGUMENT
- * and change nothing. */
+ * and change nothing. On the CPU each weight is read once per step: up to
+ * 48 rows through fused widen + dot kernels (a pair of weight rows against
+ * up to 4 inputs at a time), more through widened blocks and sgemm;
+ * attention runs per row against its own cache. */
 gboolean avq_llama_decode_batch (AvqLlama *llama, const int *seqs,
                                  const int *tokens, int n, float *logits,
                                  GError **error);

@@ -248,3 +248,132 @@ avq_llava_generate (AvqLlama *llama, const int *prompt_ids, int n_ids,
     *stats = st;
   return ok;
 }
+
+gboolean
+avq_llava_generate_batch (AvqLlama *llama, const AvqLlavaRequest *requests, int n,
+                          const AvqGenerateOptions *options, GArray **out_ids,
+                          AvqGenerateStats *stats, GError **error)
+{
+  g_return_val_if_fail (llama != NULL, FALSE);
+  g_return_val_if_fail (n <= 0 || (requests != NULL && out_ids != NULL), FALSE);
+  for (int i = 0; i < n; i++)
+    g_return_val_if_fail (out_ids[i] != NULL &&
+                          g_array_get_element_size (out_ids[i]) == sizeof (int), FALSE);
+  if (n <= 0) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "a batch needs at least one request (got %d)", n);
+    return FALSE;
+  }
+  AvqGenerateOptions defaults;
+  if (options == NULL) {
+    avq_generate_options_init (&defaults);
+    options = &defaults;
+  }
+  if (options->temperature > 0 && !(options->top_p > 0)) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "top_p must be > 0 (got %g)", options->top_p);
+    return FALSE;
+  }
+  int V = avq_llama_vocab_size (llama);
+  int eos = options->eos_token_id >= 0 ? options->eos_token_id
+      : avq_llama_get_config (llama)->eos_token_id;
+  int max_new = MAX (options->max_new_tokens, 0);
+  gboolean ok = FALSE;
+  float **emb = g_new0 (float *, n);
+  g_autofree AvqGenerateStats *st = g_new0 (AvqGenerateStats, n);
+  g_autofree float *logits = NULL, *step_logits = NULL;
+  g_autofree gboolean *active = g_new0 (gboolean, n);
+  g_autofree int *seqs = g_new (int, n), *toks = g_new (int, n);
+  g_autofree Candidate *cand = NULL;
+  GRand **rng = NULL;
+
+  /* every prompt is checked (embedded) before any sequence changes */
+  int longest = 0;
+  for (int i = 0; i < n; i++) {
+    const AvqLlavaRequest *r = &requests[i];
+    emb[i] = avq_llava_embed_prompt (llama, r->prompt_ids, r->n_ids, r->image_features,
+                                     r->n_image_rows, &st[i].prompt_positions, error);
+    if (emb[i] == NULL) {
+      g_prefix_error (error, "request %d: ", i);
+      goto out;
+    }
+    longest = MAX (longest, st[i].prompt_positions);
+  }
+  if (avq_llama_sequences (llama) < n && !avq_llama_set_sequences (llama, n, error))
+    goto out;
+  if (!avq_llama_reserve (llama, longest + max_new, error))
+    goto out;
+
+  logits = g_new (float, (gsize) n * V);
+  for (int i = 0; i < n; i++) {
+    gint64 t0 = g_get_monotonic_time ();
+    avq_llama_reset_sequence (llama, i);
+    if (!avq_llama_prefill_sequence (llama, i, emb[i], st[i].prompt_positions,
+                                     logits + (gsize) i * V, error)) {
+      g_prefix_error (error, "request %d: ", i);
+      goto out;
+    }
+    st[i].prefill_ms = (g_get_monotonic_time () - t0) / 1000.0;
+    g_clear_pointer (&emb[i], g_free);
+    active[i] = max_new > 0;
+  }
+
+  if (options->temperature > 0) {
+    rng = g_new0 (GRand *, n);
+    for (int i = 0; i < n; i++)
+      rng[i] = g_rand_new_with_seed (options->seed + (guint32) i);
+    cand = g_new (Candidate, V);
+  }
+  step_logits = g_new (float, (gsize) n * V);
+  gint64 t_decode = g_get_monotonic_time ();
+  ok = TRUE;
+  for (;;) {
+    /* the same choices as avq_llava_generate, per request */
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+      if (!active[i])
+        continue;
+      const float *li = logits + (gsize) i * V;
+      int tok = rng ? sample_token (li, V, options->temperature,
+                                    MIN (options->top_p, 1.0f), rng[i], cand)
+          : avq_logits_argmax (li, V);
+      if (tok == eos) {
+        st[i].hit_eos = TRUE;
+        active[i] = FALSE;
+      } else {
+        g_array_append_val (out_ids[i], tok);
+        if (++st[i].generated == max_new)
+          active[i] = FALSE;   /* the last token's own logits are never needed */
+      }
+      if (!active[i]) {
+        st[i].decode_ms = (g_get_monotonic_time () - t_decode) / 1000.0;
+        continue;
+      }
+      seqs[m] = i;
+      toks[m] = tok;
+      m++;
+    }
+    if (m == 0)
+      break;
+    if (!avq_llama_decode_batch (llama, seqs, toks, m, step_logits, error)) {
+      ok = FALSE;
+      break;
+    }
+    for (int j = 0; j < m; j++)
+      memcpy (logits + (gsize) seqs[j] * V, step_logits + (gsize) j * V,
+              V * sizeof (float));
+  }
+  if (stats != NULL && step_logits != NULL)   /* every prompt ran */
+    memcpy (stats, st, n * sizeof *stats);
+
+out:
+  for (int i = 0; i < n; i++)
+    g_free (emb[i]);
+  g_free (emb);
+  if (rng != NULL) {
+    for (int i = 0; i < n; i++)
+      g_rand_free (rng[i]);
+    g_free (rng);
+  }
+  return ok;
+}

@@ -77,10 +77,14 @@ typedef struct {
  * are prefilled one after another, then every unfinished request advances
  * one token per avq_llama_decode_batch step until it reaches EOS or
  * max_new_tokens. out_ids[i] (GArray of int) receives request i's tokens;
- * stats (may be NULL) is [n]. With greedy options every answer equals what
- * avq_llava_generate gives for that request alone; with sampling, request
- * i samples from seed + i. on_token is not called (use the per-request
- * results). */
+ * stats (may be NULL) is [n]: prefill_ms is the request's own prefill,
+ * decode_ms the time from the end of the last prefill to its last token.
+ * With greedy options every answer equals what avq_llava_generate gives
+ * for that request alone (the batched step sums in another order, so a
+ * near tie of two logits, within ~1e-6 relative, could go the other way);
+ * with sampling, request i samples from seed + i. Every prompt is checked
+ * before any sequence changes; errors name the request. on_token is not
+ * called (use the per-request results). */
 gboolean avq_llava_generate_batch (AvqLlama *llama,
                                    const AvqLlavaRequest *requests, int n,
                                    const AvqGenerateOptions *options,

@@ -11,6 +11,12 @@
 #   --host ADDR        local address to listen on (0.0.0.0: all); a
 #                      multicast group address joins that group
 #   --port N           UDP port (5000; 0: any free port, printed at start)
+#   --cameras N        receive N streams, on ports N, N+2, ... (or each on
+#                      a free port with --port 0), one avqanswer per stream,
+#                      all sharing one model through the pool (1)
+#   --pool NAME        answer pool shared by the avqanswer elements ("cloud"
+#                      with --cameras > 1; none otherwise)
+#   --max-batch N      most questions answered in one batch by the pool (8)
 #   --model DIR        LLaVA model directory (default: the bundled tiny model)
 #   --avq FILE         AVQ file the sender encodes with (default: the tiny
 #                      fixture's avq-L0-derive.safetensors)
@@ -36,13 +42,16 @@ set -euo pipefail
 
 host=0.0.0.0 port=5000 model=$avq_default_model avq=$avq_default_avq sdp="" pt=96
 question="What is in the picture?" interval=25 max_tokens=64 wait=0 threads=""
-latency=200 frames=0 idle=0 dry=0
+latency=200 frames=0 idle=0 dry=0 cameras=1 pool="" max_batch=8
 usage () { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 need () { [ $# -ge 2 ] || avq_die "$1 needs a value"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --host) need "$@"; host=$2; shift 2 ;;
     --port) need "$@"; port=$2; shift 2 ;;
+    --cameras) need "$@"; cameras=$2; shift 2 ;;
+    --pool) need "$@"; pool=$2; shift 2 ;;
+    --max-batch) need "$@"; max_batch=$2; shift 2 ;;
     --model) need "$@"; model=$2; shift 2 ;;
     --avq) need "$@"; avq=$2; shift 2 ;;
     --sdp) need "$@"; sdp=$2; shift 2 ;;
@@ -61,7 +70,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 for o in port:$port pt:$pt interval:$interval max-new-tokens:$max_tokens \
-         latency:$latency frames:$frames idle:$idle ${threads:+threads:$threads}; do
+         cameras:$cameras max-batch:$max_batch latency:$latency frames:$frames idle:$idle ${threads:+threads:$threads}; do
   avq_num "--${o%%:*}" "${o#*:}"
 done
 
@@ -103,8 +112,13 @@ if [ "$dry" != 1 ]; then
   [ -f "$avq" ] || avq_die "no AVQ file $avq"
 fi
 
+[ "$cameras" -ge 1 ] || avq_die "--cameras must be at least 1"
+[ "$max_batch" -ge 1 ] && [ "$max_batch" -le 64 ] || avq_die "--max-batch must be 1..64"
+[ "$cameras" = 1 ] || [ -n "$pool" ] || pool=cloud
+case $pool in *[!A-Za-z0-9_-]*) avq_die "--pool takes letters, digits, '-' and '_'" ;; esac
 answer=(avqanswer "model=$model" "avq=$avq" "question=$question" "interval=$interval"
         "max-new-tokens=$max_tokens")
+[ -z "$pool" ] || answer+=("pool=$pool" "max-batch=$max_batch")
 [ "$wait" = 0 ] || answer+=(wait-for-answer=true)
 [ -z "$threads" ] || answer+=("threads=$threads")
 opts=(--stats)
@@ -112,7 +126,12 @@ opts=(--stats)
 [ "$idle" = 0 ] || opts+=(--idle "$idle")
 # do-lost: the jitter buffer tells avqdepay about a lost packet as soon as
 # it gives up on it, so the broken frame is dropped at once.
-avq_launch "$dry" "-m -e" "${opts[@]}" -- \
-  udpsrc "address=$host" "port=$port" "caps=$caps" '!' \
-  rtpjitterbuffer "latency=$latency" do-lost=true '!' avqdepay '!' \
-  "${answer[@]}" '!' fakesink
+branches=()
+for ((i = 0; i < cameras; i++)); do
+  p=$port
+  [ "$port" = 0 ] || p=$((port + 2 * i))
+  branches+=(udpsrc "name=udpsrc$i" "address=$host" "port=$p" "caps=$caps" '!'
+             rtpjitterbuffer "latency=$latency" do-lost=true '!' avqdepay '!'
+             "${answer[@]}" "name=answer$i" '!' fakesink)
+done
+avq_launch "$dry" "-m -e" "${opts[@]}" -- "${branches[@]}"

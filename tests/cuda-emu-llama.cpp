@@ -51,15 +51,23 @@ kv_get (const void *cache, int kv_half, gsize i)
 cudaError_t
 avq_cuk_rope_kv (cudaStream_t stream, const float *qkv, int n, int nh, int nkv,
                  int hd, const float *cos_t, const float *sin_t, int p0,
-                 uint16_t *q16, void *kc, void *vc, int max_ctx, int kv_half)
+                 const int32_t *positions, const int32_t *slots,
+                 size_t slot_stride, uint16_t *q16, void *kc, void *vc,
+                 int max_ctx, int kv_half)
 {
-  AVQ_EMU_DEFER (stream, avq_cuk_rope_kv (stream, qkv, n, nh, nkv, hd, cos_t, sin_t, p0, q16, kc, vc, max_ctx, kv_half));
+  AVQ_EMU_DEFER (stream, avq_cuk_rope_kv (stream, qkv, n, nh, nkv, hd, cos_t, sin_t, p0, positions, slots, slot_stride, q16, kc, vc, max_ctx, kv_half));
   if (hd <= 0 || hd % 2 != 0 || nkv <= 0 || n <= 0)
     return cudaErrorInvalidValue;
   const int W = (nh + 2 * nkv) * hd, half = hd / 2;
   float *t = g_new (float, hd);
   for (int r = 0; r < n; r++) {
-    const int pos = p0 + r;
+    const int pos = positions != NULL ? positions[r] : p0 + r;
+    if (pos < 0 || pos >= max_ctx) {
+      for (int j = 0; j < nh * hd; j++)
+        q16[(gsize) r * nh * hd + j] = avq_float_to_half (NAN);
+      continue;
+    }
+    const gsize slot = slots != NULL ? (gsize) slots[r] * slot_stride : 0;
     const float *cs = cos_t + (gsize) pos * half, *sn = sin_t + (gsize) pos * half;
     for (int head = 0; head < nh + 2 * nkv; head++) {
       const float *v = qkv + (gsize) r * W + (gsize) head * hd;
@@ -73,9 +81,9 @@ avq_cuk_rope_kv (cudaStream_t stream, const float *qkv, int n, int nh, int nkv,
         if (head < nh)
           q16[(gsize) r * nh * hd + (gsize) head * hd + j] = avq_float_to_half (t[j]);
         else if (head < nh + nkv)
-          kv_put (kc, kv_half, ((gsize) (head - nh) * max_ctx + pos) * hd + j, t[j]);
+          kv_put (kc, kv_half, slot + ((gsize) (head - nh) * max_ctx + pos) * hd + j, t[j]);
         else
-          kv_put (vc, kv_half, ((gsize) (head - nh - nkv) * max_ctx + pos) * hd + j, t[j]);
+          kv_put (vc, kv_half, slot + ((gsize) (head - nh - nkv) * max_ctx + pos) * hd + j, t[j]);
       }
     }
   }
@@ -140,36 +148,49 @@ avq_cuk_causal_softmax (cudaStream_t stream, const float *s, int rows, int n,
 /* From the definition, in double. */
 cudaError_t
 avq_cuk_decode_attention (cudaStream_t stream, const uint16_t *q16,
-                          const void *kc, const void *vc, int kv_half, int nh,
-                          int nkv, int hd, int T, int max_ctx, float scale,
+                          const void *kc, const void *vc, int kv_half, int n,
+                          int nh, int nkv, int hd, int T0,
+                          const int32_t *positions, const int32_t *slots,
+                          size_t slot_stride, int max_ctx, float scale,
                           float *scratch, uint16_t *out16)
 {
-  AVQ_EMU_DEFER (stream, avq_cuk_decode_attention (stream, q16, kc, vc, kv_half, nh, nkv, hd, T, max_ctx, scale, scratch, out16));
+  AVQ_EMU_DEFER (stream, avq_cuk_decode_attention (stream, q16, kc, vc, kv_half, n, nh, nkv, hd, T0, positions, slots, slot_stride, max_ctx, scale, scratch, out16));
   (void) scratch;
-  if (nkv <= 0 || nh % nkv != 0 || hd <= 0 || hd > AVQ_CUK_DECODE_MAX_HD ||
-      T <= 0 || T > max_ctx)
+  if (n <= 0 || nkv <= 0 || nh % nkv != 0 || hd <= 0 ||
+      hd > AVQ_CUK_DECODE_MAX_HD || max_ctx <= 0 ||
+      (positions == NULL && (T0 <= 0 || T0 > max_ctx)))
     return cudaErrorInvalidValue;
-  double *s = g_new (double, T);
-  for (int h = 0; h < nh; h++) {
-    gsize base = (gsize) (h / (nh / nkv)) * max_ctx * hd;
-    double m = -INFINITY, sum = 0;
-    for (int j = 0; j < T; j++) {
-      double dot = 0;
-      for (int d = 0; d < hd; d++)
-        dot += (double) avq_half_to_float (q16[(gsize) h * hd + d]) *
-               kv_get (kc, kv_half, base + (gsize) j * hd + d);
-      s[j] = dot * scale;
-      m = fmax (m, s[j]);
-    }
-    for (int j = 0; j < T; j++) {
-      s[j] = exp (s[j] - m);
-      sum += s[j];
-    }
-    for (int d = 0; d < hd; d++) {
-      double o = 0;
-      for (int j = 0; j < T; j++)
-        o += s[j] * kv_get (vc, kv_half, base + (gsize) j * hd + d);
-      out16[(gsize) h * hd + d] = avq_float_to_half ((float) (o / sum));
+  double *s = g_new (double, max_ctx);
+  for (int r = 0; r < n; r++) {
+    const int T = positions != NULL ? positions[r] + 1 : T0;
+    const gsize slot = slots != NULL ? (gsize) slots[r] * slot_stride : 0;
+    for (int h = 0; h < nh; h++) {
+      const gsize qo = ((gsize) r * nh + h) * hd;
+      if (T < 1 || T > max_ctx) {
+        for (int d = 0; d < hd; d++)
+          out16[qo + d] = avq_float_to_half (NAN);
+        continue;
+      }
+      gsize base = slot + (gsize) (h / (nh / nkv)) * max_ctx * hd;
+      double m = -INFINITY, sum = 0;
+      for (int j = 0; j < T; j++) {
+        double dot = 0;
+        for (int d = 0; d < hd; d++)
+          dot += (double) avq_half_to_float (q16[qo + d]) *
+                 kv_get (kc, kv_half, base + (gsize) j * hd + d);
+        s[j] = dot * scale;
+        m = fmax (m, s[j]);
+      }
+      for (int j = 0; j < T; j++) {
+        s[j] = exp (s[j] - m);
+        sum += s[j];
+      }
+      for (int d = 0; d < hd; d++) {
+        double o = 0;
+        for (int j = 0; j < T; j++)
+          o += s[j] * kv_get (vc, kv_half, base + (gsize) j * hd + d);
+        out16[qo + d] = avq_float_to_half ((float) (o / sum));
+      }
     }
   }
   g_free (s);
@@ -177,13 +198,34 @@ avq_cuk_decode_attention (cudaStream_t stream, const uint16_t *q16,
 }
 
 cudaError_t
-avq_cuk_argmax (cudaStream_t stream, const float *x, int n, int32_t *out)
+avq_cuk_argmax (cudaStream_t stream, const float *x, int rows, int n,
+                size_t ld, int32_t *out)
 {
-  AVQ_EMU_DEFER (stream, avq_cuk_argmax (stream, x, n, out));
-  int best = 0;
-  for (int k = 1; k < n; k++)
-    if (x[k] > x[best] || (isnan (x[best]) && !isnan (x[k])))
-      best = k;
-  out[0] = best;
+  AVQ_EMU_DEFER (stream, avq_cuk_argmax (stream, x, rows, n, ld, out));
+  if (rows <= 0 || n <= 0 || ld < (size_t) n)
+    return cudaErrorInvalidValue;
+  for (int r = 0; r < rows; r++) {
+    const float *xr = x + (gsize) r * ld;
+    int best = 0;
+    for (int k = 1; k < n; k++)
+      if (xr[k] > xr[best] || (isnan (xr[best]) && !isnan (xr[k])))
+        best = k;
+    out[r] = best;
+  }
+  return cudaSuccess;
+}
+
+cudaError_t
+avq_cuk_fill_random (cudaStream_t stream, void *dst, int half, size_t n,
+                     uint64_t seed, float scale, float offset)
+{
+  AVQ_EMU_DEFER (stream, avq_cuk_fill_random (stream, dst, half, n, seed, scale, offset));
+  for (size_t i = 0; i < n; i++) {
+    const float v = offset + scale * avq_cuk_random_unit (seed, i);
+    if (half)
+      ((guint16 *) dst)[i] = avq_float_to_half (v);
+    else
+      ((float *) dst)[i] = v;
+  }
   return cudaSuccess;
 }

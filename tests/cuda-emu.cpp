@@ -657,11 +657,14 @@ avq_cuk_gather (cudaStream_t stream, const float *cb, const int32_t *index,
 
 cudaError_t
 avq_cuk_side_residual (cudaStream_t stream, const float *zhat,
-                       const int32_t *codes, float r0, float mstep, float r2,
-                       float lstep, const float *g1, const float *b1, int T,
-                       int D, float *x)
+                       const int32_t *codes, const float *range, int bits,
+                       const float *g1, const float *b1, int T, int D, float *x)
 {
-  AVQ_EMU_DEFER (stream, avq_cuk_side_residual (stream, zhat, codes, r0, mstep, r2, lstep, g1, b1, T, D, x));
+  AVQ_EMU_DEFER (stream, avq_cuk_side_residual (stream, zhat, codes, range, bits, g1, b1, T, D, x));
+  /* The ranges are read when the work runs (a replayed graph sees the
+   * frame uploaded in its own pass). */
+  const float r0 = range[0], r2 = range[2];
+  const float mstep = step_of (r0, range[1], bits), lstep = step_of (r2, range[3], bits);
   for (int t = 0; t < T; t++) {
     float mu = r0 + (float) codes[2 * t] * mstep;
     float sg = expf (r2 + (float) codes[2 * t + 1] * lstep);

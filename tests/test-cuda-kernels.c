@@ -40,6 +40,8 @@
 #define avq_cuk_causal_softmax kern_causal_softmax
 #define avq_cuk_decode_attention kern_decode_attention
 #define avq_cuk_argmax kern_argmax
+#define avq_cuk_fill_random kern_fill_random
+#define avq_cuk_random_unit kern_random_unit
 #include "cuda/avq-cuda-kernels.h"
 #include "cuda/avq-cuda-llama-kernels.h"
 #undef avq_cuk_im2col
@@ -63,6 +65,8 @@
 #undef avq_cuk_causal_softmax
 #undef avq_cuk_decode_attention
 #undef avq_cuk_argmax
+#undef avq_cuk_fill_random
+#undef avq_cuk_random_unit
 
 static GRand *rng;
 
@@ -282,9 +286,30 @@ test_side (void)
   g_autofree float *zhat = random_floats ((gsize) T * D, -2, 2);
   g_autofree float *g1 = random_floats (D, 0.5f, 1.5f), *b1 = random_floats (D, -0.3f, 0.3f);
   g_autofree float *x1 = g_new (float, (gsize) T * D), *x2 = g_new (float, (gsize) T * D);
-  kern_side_residual (NULL, zhat, c2, rg2[0], 0.01f, rg2[2], 0.02f, g1, b1, T, D, x1);
-  avq_cuk_side_residual (NULL, zhat, c2, rg2[0], 0.01f, rg2[2], 0.02f, g1, b1, T, D, x2);
+  /* The ranges come from (device) memory and the steps are derived there:
+   * one element by hand, the CPU's formula; then a constant mu range
+   * (hi == lo: step 1). */
+  kern_side_residual (NULL, zhat, c2, rg2, 8, g1, b1, T, D, x1);
+  avq_cuk_side_residual (NULL, zhat, c2, rg2, 8, g1, b1, T, D, x2);
   assert_floats ("side residual", x1, x2, (gsize) T * D, 1e-6);
+  {
+    const int t = 7, c = 5;
+    float mu = rg2[0] + (float) c2[2 * t] * ((rg2[1] - rg2[0]) / 255.0f);
+    float sg = expf (rg2[2] + (float) c2[2 * t + 1] * ((rg2[3] - rg2[2]) / 255.0f));
+    float want = mu + sg * (zhat[t * D + c] - b1[c]) / g1[c];
+    assert_floats ("side residual by hand", &x1[t * D + c], &want, 1, 1e-6);
+  }
+  float flat[4] = { 0.25f, 0.25f, rg2[2], rg2[3] };
+  kern_side_residual (NULL, zhat, c2, flat, 8, g1, b1, T, D, x1);
+  avq_cuk_side_residual (NULL, zhat, c2, flat, 8, g1, b1, T, D, x2);
+  assert_floats ("side residual, flat mu range", x1, x2, (gsize) T * D, 1e-6);
+  {
+    const int t = 9, c = 3;
+    float mu = 0.25f + (float) c2[2 * t];
+    float sg = expf (rg2[2] + (float) c2[2 * t + 1] * ((rg2[3] - rg2[2]) / 255.0f));
+    float want = mu + sg * (zhat[t * D + c] - b1[c]) / g1[c];
+    assert_floats ("side residual flat by hand", &x1[t * D + c], &want, 1, 1e-6);
+  }
 
   /* Derive: constants from a made-up pre_layrnorm. */
   g_autofree float *pw = random_floats (D, 0.5f, 1.5f);
@@ -380,9 +405,10 @@ test_rope_kv (void)
     memset (v2, 0x5a, cache);
     g_autofree guint16 *q1 = g_new (guint16, (gsize) n * nh * hd);
     g_autofree guint16 *q2 = g_new (guint16, (gsize) n * nh * hd);
-    g_assert_cmpint (kern_rope_kv (NULL, qkv, n, nh, nkv, hd, cs, sn, p0, q1, k1,
-                                   v1, ctx, kv_half), ==, cudaSuccess);
-    avq_cuk_rope_kv (NULL, qkv, n, nh, nkv, hd, cs, sn, p0, q2, k2, v2, ctx, kv_half);
+    g_assert_cmpint (kern_rope_kv (NULL, qkv, n, nh, nkv, hd, cs, sn, p0, NULL, NULL,
+                                   0, q1, k1, v1, ctx, kv_half), ==, cudaSuccess);
+    avq_cuk_rope_kv (NULL, qkv, n, nh, nkv, hd, cs, sn, p0, NULL, NULL, 0, q2, k2, v2,
+                     ctx, kv_half);
     assert_halves ("rope q", q1, q2, (gsize) n * nh * hd, 1);
     if (kv_half) {
       assert_halves ("rope k cache", (guint16 *) k1, (guint16 *) k2, cache / 2, 1);
@@ -499,10 +525,11 @@ test_decode_attention (void)
     for (int kv_half = 0; kv_half < 2; kv_half++) {
       const void *K = kv_half ? (const void *) kh : (const void *) kf;
       const void *Vv = kv_half ? (const void *) vh : (const void *) vf;
-      g_assert_cmpint (kern_decode_attention (NULL, q, K, Vv, kv_half, nh, nkv, hd, T,
-                                              ctx, scale, scratch, a), ==, cudaSuccess);
-      avq_cuk_decode_attention (NULL, q, K, Vv, kv_half, nh, nkv, hd, T, ctx, scale,
-                                scratch, b);
+      g_assert_cmpint (kern_decode_attention (NULL, q, K, Vv, kv_half, 1, nh, nkv, hd,
+                                              T, NULL, NULL, 0, ctx, scale, scratch,
+                                              a), ==, cudaSuccess);
+      avq_cuk_decode_attention (NULL, q, K, Vv, kv_half, 1, nh, nkv, hd, T, NULL, NULL,
+                                0, ctx, scale, scratch, b);
       g_autofree float *fa = halves_to_floats (a, (gsize) nh * hd);
       g_autofree float *fb = halves_to_floats (b, (gsize) nh * hd);
       char what[80];
@@ -511,8 +538,9 @@ test_decode_attention (void)
       assert_floats (what, fa, fb, (gsize) nh * hd, 3e-3);
     }
   }
-  g_assert_cmpint (kern_decode_attention (NULL, NULL, NULL, NULL, 1, 3, 2, 16, 1, 4, 1.0f,
-                                          NULL, NULL), ==, cudaErrorInvalidValue);
+  g_assert_cmpint (kern_decode_attention (NULL, NULL, NULL, NULL, 1, 1, 3, 2, 16, 1, NULL,
+                                          NULL, 0, 4, 1.0f, NULL, NULL), ==,
+                   cudaErrorInvalidValue);
 }
 
 /* Greedy argmax: a long row, ties split across threads and warps (lowest
@@ -523,29 +551,198 @@ test_argmax (void)
   const int n = 32064;
   g_autofree float *x = random_floats (n, -5, 5);
   gint32 a = -1, b = -1;
-  kern_argmax (NULL, x, n, &a);
-  avq_cuk_argmax (NULL, x, n, &b);
+  kern_argmax (NULL, x, 1, n, n, &a);
+  avq_cuk_argmax (NULL, x, 1, n, n, &b);
   g_assert_cmpint (a, ==, b);
   x[31000] = 9.0f;
   x[20001] = 9.0f;   /* another thread and warp, lower id */
   x[20033] = 9.0f;
   x[5] = NAN;
   x[1023] = NAN;
-  kern_argmax (NULL, x, n, &a);
+  kern_argmax (NULL, x, 1, n, n, &a);
   g_assert_cmpint (a, ==, 20001);
   x[20001] = NAN;
-  kern_argmax (NULL, x, n, &a);
+  kern_argmax (NULL, x, 1, n, n, &a);
   g_assert_cmpint (a, ==, 20033);
   /* Ties in one thread's stride and in lane 0 vs lane 31 of one warp. */
   float small[70];
   for (int i = 0; i < 70; i++)
     small[i] = (float) (i % 3);
-  kern_argmax (NULL, small, 70, &a);
+  kern_argmax (NULL, small, 1, 70, 70, &a);
   g_assert_cmpint (a, ==, 2);
   for (int i = 0; i < 70; i++)
     small[i] = NAN;
-  kern_argmax (NULL, small, 70, &a);
+  kern_argmax (NULL, small, 1, 70, 70, &a);
   g_assert_cmpint (a, ==, 0);
+}
+
+/* The batched decode step's rotary + cache write: rows at their own
+ * positions (read from device arrays) into their own sequence slots, in an
+ * order unrelated to the slots; one row out of range (NaN q, no write).
+ * Each row by hand against a single-row launch at p0 = its position on its
+ * slot's cache, so a row reading another row's position or slot fails. */
+static void
+test_rope_kv_rows (void)
+{
+  const int n = 5, nh = 6, nkv = 2, hd = 12, half = hd / 2, ctx = 10, slots_n = 4;
+  const int W = (nh + 2 * nkv) * hd;
+  const gint32 pos[5] = { 7, 0, 3, 9, 10 }, slot[5] = { 2, 0, 3, 1, 1 };
+  const gsize stride = (gsize) nkv * ctx * hd;
+  g_autofree float *qkv = random_floats ((gsize) n * W, -2, 2);
+  g_autofree float *cs = g_new (float, ctx * half), *sn = g_new (float, ctx * half);
+  for (int p = 0; p < ctx; p++)
+    for (int i = 0; i < half; i++) {
+      float ang = (float) p / powf (10000.0f, (float) (2 * i) / hd);
+      cs[p * half + i] = (float) cos (ang);
+      sn[p * half + i] = (float) sin (ang);
+    }
+  for (int kv_half = 0; kv_half < 2; kv_half++) {
+    const gsize es = kv_half ? 2 : 4, cache = slots_n * stride * es;
+    g_autofree guint8 *k1 = g_malloc (cache), *v1 = g_malloc (cache);
+    g_autofree guint8 *k2 = g_malloc (cache), *v2 = g_malloc (cache);
+    g_autofree guint8 *k3 = g_malloc (cache), *v3 = g_malloc (cache);
+    memset (k1, 0x5a, cache);
+    memset (v1, 0x5a, cache);
+    memset (k2, 0x5a, cache);
+    memset (v2, 0x5a, cache);
+    memset (k3, 0x5a, cache);
+    memset (v3, 0x5a, cache);
+    g_autofree guint16 *q1 = g_new (guint16, (gsize) n * nh * hd);
+    g_autofree guint16 *q2 = g_new (guint16, (gsize) n * nh * hd);
+    g_autofree guint16 *q3 = g_new (guint16, (gsize) n * nh * hd);
+    g_assert_cmpint (kern_rope_kv (NULL, qkv, n, nh, nkv, hd, cs, sn, 0, pos, slot,
+                                   stride, q1, k1, v1, ctx, kv_half), ==, cudaSuccess);
+    avq_cuk_rope_kv (NULL, qkv, n, nh, nkv, hd, cs, sn, 0, pos, slot, stride, q2, k2, v2,
+                     ctx, kv_half);
+    assert_halves ("rope rows q", q1, q2, (gsize) n * nh * hd, 1);
+    if (kv_half) {
+      assert_halves ("rope rows k", (guint16 *) k1, (guint16 *) k2, cache / 2, 1);
+      assert_halves ("rope rows v", (guint16 *) v1, (guint16 *) v2, cache / 2, 0);
+    } else {
+      assert_floats ("rope rows k", (float *) k1, (float *) k2, cache / 4, 1e-6);
+      g_assert_cmpmem (v1, cache, v2, cache);
+    }
+    /* Row by row: the single-row launch at p0 = pos[r] on slot[r]'s cache. */
+    for (int r = 0; r < 4; r++) {
+      g_assert_cmpint (kern_rope_kv (NULL, qkv + (gsize) r * W, 1, nh, nkv, hd, cs, sn,
+                                     pos[r], NULL, NULL, 0, q3 + (gsize) r * nh * hd,
+                                     k3 + slot[r] * stride * es, v3 + slot[r] * stride * es,
+                                     ctx, kv_half), ==, cudaSuccess);
+      g_assert_cmpmem (q1 + (gsize) r * nh * hd, nh * hd * 2, q3 + (gsize) r * nh * hd,
+                       nh * hd * 2);
+    }
+    g_assert_cmpmem (k1, cache, k3, cache);
+    g_assert_cmpmem (v1, cache, v3, cache);
+    /* Row 4 (position 10 = ctx): NaN q, nothing written (slot 1 holds only
+     * row 3's position 9). */
+    for (int j = 0; j < nh * hd; j++)
+      g_assert_true (isnan (avq_half_to_float (q1[(gsize) 4 * nh * hd + j])));
+    /* Untouched: position 6 of slot 2 (row 0 wrote position 7 there). */
+    g_assert_cmpint (k1[(2 * stride + 6 * hd) * es], ==, 0x5a);
+  }
+}
+
+/* The batched decode attention: rows with their own lengths (positions
+ * from a device array) over their own slots, GQA; every row equals the
+ * single-row kernel on its slot with T = position + 1 (exactly: same code),
+ * and the reference within fp16 rounding; cache entries past each row's T
+ * are NaN and must not be read; a position past the context gives NaN. */
+static void
+test_decode_attention_rows (void)
+{
+  const int n = 4, nh = 6, nkv = 2, hd = 64, ctx = 300, slots_n = 3;
+  const gint32 pos[4] = { 4, 0, 299, 300 }, slot[4] = { 1, 2, 0, 1 };
+  const gsize stride = (gsize) nkv * ctx * hd, cn = slots_n * stride;
+  g_autofree guint16 *kh = g_new (guint16, cn), *vh = g_new (guint16, cn);
+  for (gsize i = 0; i < cn; i++) {
+    kh[i] = avq_float_to_half ((float) g_rand_double_range (rng, -2, 2));
+    vh[i] = avq_float_to_half ((float) g_rand_double_range (rng, -2, 2));
+  }
+  /* NaN past each valid row's length in its slot (slot 1: row 0's 5). */
+  const int valid[3] = { 300, 5, 1 };
+  for (int s = 0; s < slots_n; s++)
+    for (int g = 0; g < nkv; g++)
+      for (int j = valid[s]; j < ctx; j++)
+        for (int d = 0; d < hd; d++)
+          kh[s * stride + ((gsize) g * ctx + j) * hd + d] =
+              vh[s * stride + ((gsize) g * ctx + j) * hd + d] = 0x7e00;
+  g_autofree float *qf = random_floats ((gsize) n * nh * hd, -2, 2);
+  g_autofree guint16 *q = g_new (guint16, (gsize) n * nh * hd);
+  for (gsize i = 0; i < (gsize) n * nh * hd; i++)
+    q[i] = avq_float_to_half (qf[i]);
+  g_autofree float *scratch = g_new (float, (gsize) n * nh * ctx);
+  const gsize on = (gsize) n * nh * hd;
+  g_autofree guint16 *a = g_new (guint16, on), *b = g_new (guint16, on), *c = g_new (guint16, on);
+  const float scale = 1.0f / sqrtf ((float) hd);
+  g_assert_cmpint (kern_decode_attention (NULL, q, kh, vh, 1, n, nh, nkv, hd, 0, pos, slot,
+                                          stride, ctx, scale, scratch, a), ==, cudaSuccess);
+  avq_cuk_decode_attention (NULL, q, kh, vh, 1, n, nh, nkv, hd, 0, pos, slot, stride, ctx,
+                            scale, scratch, b);
+  g_autofree float *fa = halves_to_floats (a, on), *fb = halves_to_floats (b, on);
+  assert_floats ("decode attention rows", fa, fb, on, 3e-3);
+  for (int r = 0; r < 3; r++) {
+    g_assert_cmpint (kern_decode_attention (NULL, q + (gsize) r * nh * hd,
+                                            kh + slot[r] * stride, vh + slot[r] * stride, 1,
+                                            1, nh, nkv, hd, pos[r] + 1, NULL, NULL, 0, ctx,
+                                            scale, scratch, c + (gsize) r * nh * hd), ==,
+                     cudaSuccess);
+    g_assert_cmpmem (a + (gsize) r * nh * hd, nh * hd * 2, c + (gsize) r * nh * hd,
+                     nh * hd * 2);
+    for (int i = 0; i < nh * hd; i++)
+      g_assert_false (isnan (fa[(gsize) r * nh * hd + i]));
+  }
+  for (int i = 0; i < nh * hd; i++)
+    g_assert_true (isnan (fa[(gsize) 3 * nh * hd + i]));
+}
+
+/* Argmax per row (strided rows), against the reference. */
+static void
+test_argmax_rows (void)
+{
+  const int rows = 3, n = 1500, ld = 1536;
+  g_autofree float *x = random_floats ((gsize) rows * ld, -5, 5);
+  x[0 * ld + 1499] = 7.0f;
+  x[1 * ld + 3] = 7.0f;
+  x[1 * ld + 700] = 7.0f;
+  x[2 * ld + 1510] = 99.0f;   /* padding past n: never read */
+  gint32 a[3], b[3];
+  g_assert_cmpint (kern_argmax (NULL, x, rows, n, ld, a), ==, cudaSuccess);
+  avq_cuk_argmax (NULL, x, rows, n, ld, b);
+  g_assert_cmpmem (a, sizeof a, b, sizeof b);
+  g_assert_cmpint (a[0], ==, 1499);
+  g_assert_cmpint (a[1], ==, 3);
+  g_assert_cmpint (a[2], <, n);
+  g_assert_cmpint (kern_argmax (NULL, x, rows, n, n - 1, a), ==, cudaErrorInvalidValue);
+}
+
+/* Benchmark weights: the kernel and the reference store the same values
+ * (one hash), fp16 and fp32; uniform in [offset - scale, offset + scale)
+ * with the mean near the offset; another seed gives other values. */
+static void
+test_fill_random (void)
+{
+  const gsize n = 70000;
+  g_autofree float *f1 = g_new (float, n), *f2 = g_new (float, n), *f3 = g_new (float, n);
+  g_autofree guint16 *h1 = g_new (guint16, n), *h2 = g_new (guint16, n);
+  g_assert_cmpint (kern_fill_random (NULL, f1, 0, n, 42, 0.5f, 1.0f), ==, cudaSuccess);
+  avq_cuk_fill_random (NULL, f2, 0, n, 42, 0.5f, 1.0f);
+  g_assert_cmpmem (f1, n * 4, f2, n * 4);
+  kern_fill_random (NULL, h1, 1, n, 42, 0.5f, 1.0f);
+  avq_cuk_fill_random (NULL, h2, 1, n, 42, 0.5f, 1.0f);
+  g_assert_cmpmem (h1, n * 2, h2, n * 2);
+  double sum = 0;
+  for (gsize i = 0; i < n; i++) {
+    g_assert_cmpfloat (f1[i], >=, 0.5f);
+    g_assert_cmpfloat (f1[i], <, 1.5f);
+    g_assert_cmpfloat (avq_half_to_float (h1[i]), ==, avq_half_to_float (avq_float_to_half (f1[i])));
+    sum += f1[i];
+  }
+  g_assert_cmpfloat (fabs (sum / n - 1.0), <, 0.01);
+  kern_fill_random (NULL, f3, 0, n, 43, 0.5f, 1.0f);
+  gsize same = 0;
+  for (gsize i = 0; i < n; i++)
+    same += f3[i] == f1[i];
+  g_assert_cmpuint (same, <, n / 100);
 }
 
 /* The prefill attention (lib/cuda/avq-cuda-llama.c: strided-batched cuBLAS
@@ -639,6 +836,10 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda-kernels/decode-attention", test_decode_attention);
   g_test_add_func ("/cuda-kernels/argmax", test_argmax);
   g_test_add_func ("/cuda-kernels/prefill-attention", test_prefill_attention);
+  g_test_add_func ("/cuda-kernels/rope-kv-rows", test_rope_kv_rows);
+  g_test_add_func ("/cuda-kernels/decode-attention-rows", test_decode_attention_rows);
+  g_test_add_func ("/cuda-kernels/argmax-rows", test_argmax_rows);
+  g_test_add_func ("/cuda-kernels/fill-random", test_fill_random);
   int rc = g_test_run ();
   g_rand_free (rng);
   return rc;

@@ -26,6 +26,7 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include "cuda/avq-cuda.h"
+#include "cuda/avq-cuda-llama.h"
 #endif
 
 #define TOL 1e-2
@@ -154,12 +155,14 @@ test_features (void)
 /* The same through the fused attention kernel (AVQ_CUDA_ATTENTION=fused),
  * and a bad value of the variable refused. */
 static void
-test_features_fused (void)
+test_features_attention (gconstpointer data)
 {
+  const char *mode = data;
   g_autoptr (GError) error = NULL;
-  g_setenv ("AVQ_CUDA_ATTENTION", "fused", TRUE);
+  g_setenv ("AVQ_CUDA_ATTENTION", mode, TRUE);
   g_autoptr (AvqEngine) gpu = engine_on (AVQ_DEVICE_CUDA, NULL);
-  g_assert_nonnull (strstr (avq_engine_device_description (gpu), "fused attention"));
+  g_autofree char *named = g_strdup_printf ("%s attention", mode);
+  g_assert_nonnull (strstr (avq_engine_device_description (gpu), named));
   g_autoptr (AvqEngine) cpu = engine_on (AVQ_DEVICE_CPU, NULL);
   g_autofree float *px = avq_test_reference_f32 ("pixel_values", NULL);
   g_autofree float *want = avq_test_reference_f32 ("projector.out", NULL);
@@ -172,12 +175,12 @@ test_features_fused (void)
     g_assert_no_error (error);
     g_assert_true (avq_engine_features_from_pixels (cpu, p, ref, &error));
     char what[64];
-    g_snprintf (what, sizeof what, "fused features image %d vs HF", b);
+    g_snprintf (what, sizeof what, "%s features image %d vs HF", mode, b);
     avq_test_assert_close (what, got, want + (gsize) b * n, n, TOL);
-    g_snprintf (what, sizeof what, "fused features image %d vs CPU", b);
+    g_snprintf (what, sizeof what, "%s features image %d vs CPU", mode, b);
     avq_test_assert_close (what, got, ref, n, TOL);
   }
-  g_setenv ("AVQ_CUDA_ATTENTION", "flash", TRUE);
+  g_setenv ("AVQ_CUDA_ATTENTION", "bogus", TRUE);
   g_autofree char *dir = avq_test_data_path ("tiny-llava");
   AvqEngineOptions opt = { .model_dir = dir, .device = AVQ_DEVICE_CUDA };
   g_autoptr (AvqEngine) bad = avq_engine_new (&opt, &error);
@@ -313,6 +316,371 @@ test_cross (gconstpointer data)
   avq_test_assert_close ("cuda-encoded frame: cuda decode vs cpu decode", b, a, n, TOL);
 }
 
+/* ---- batches and graphs ------------------------------------------------- *
+ *
+ * A batch runs as one forward of n * 577 rows (attention and the per-frame
+ * side information input by input), each (path, n) captured once as a CUDA
+ * graph and replayed. Under emulation every GEMM element is one dot product
+ * whatever the row count, so a batch must equal the single calls (indices
+ * and side codes exactly, features to 1e-5); on a GPU cuBLAS may tile a
+ * taller GEMM differently, so there the indices are held where the
+ * fixture's margin is clear, side codes to one step and features to 1e-3. */
+#ifdef AVQ_CUDA_EMULATED
+#define BATCH_TOL 1e-5
+#else
+#define BATCH_TOL 1e-3
+#endif
+
+static void
+assert_same_frame (const char *what, const AvqFrame *got, const AvqFrame *want,
+                   const float *margin)
+{
+  g_assert_cmpmem (got->codebook_id, 8, want->codebook_id, 8);
+  g_assert_cmpuint (got->flags, ==, want->flags);
+  for (int t = 0; t < T; t++) {
+#ifndef AVQ_CUDA_EMULATED
+    if (margin[t] <= CLEAR_MARGIN)
+      continue;
+#else
+    (void) margin;
+#endif
+    if (got->indices[t] != want->indices[t])
+      g_error ("%s token %d: index %u, single call %u", what, t, got->indices[t],
+               want->indices[t]);
+  }
+  if (want->side_codes == NULL)
+    return;
+  for (int i = 0; i < 4; i++)
+    if (fabsf (got->side_range[i] - want->side_range[i]) >
+        BATCH_TOL * (1 + fabsf (want->side_range[i])))
+      g_error ("%s: side range[%d] %.9g, single call %.9g", what, i,
+               got->side_range[i], want->side_range[i]);
+  for (int i = 0; i < 2 * T; i++) {
+    int d = abs ((int) got->side_codes[i] - (int) want->side_codes[i]);
+#ifdef AVQ_CUDA_EMULATED
+    if (d != 0)
+#else
+    if (d > 1)
+#endif
+      g_error ("%s: side code %d is %u, single call %u", what, i,
+               got->side_codes[i], want->side_codes[i]);
+  }
+}
+
+/* Runs one encode batch of fixture images `order` and compares each frame
+ * with the single-input frame of its image. */
+static void
+encode_batch_check (AvqEngine *e, const float *px, const int *order, guint n,
+                    AvqFrame *const *single, const float *margin,
+                    const char *what)
+{
+  g_autoptr (GError) error = NULL;
+  const float *in[8];
+  AvqFrame *out[8];
+  for (guint i = 0; i < n; i++)
+    in[i] = px + (gsize) order[i] * 3 * S * S;
+  g_assert_true (avq_engine_encode_pixels_batch (e, in, n, out, &error));
+  g_assert_no_error (error);
+  for (guint i = 0; i < n; i++) {
+    char w[96];
+    g_snprintf (w, sizeof w, "%s input %u (image %d)", what, i, order[i]);
+    assert_same_frame (w, out[i], single[order[i]], margin + order[i] * T);
+    avq_frame_free (out[i]);
+  }
+}
+
+/* Edge batches against single calls on the same engine: different images,
+ * the same image twice, batch 1; growing 1 -> 3 -> 2 and back to 1 (the
+ * buffers move and the graphs are recaptured); the same n replayed with
+ * other images than it was captured with (a graph that baked in its inputs
+ * would repeat them: a pass's first run is a warm-up, the second captures,
+ * the third replays); and with graphs off (AVQ_CUDA_GRAPHS=0) the same
+ * frames. The three single calls are themselves warm-up, capture, replay. */
+static void
+test_batch_encode (gconstpointer data)
+{
+  const Case *c = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqEngine) gpu = engine_on (AVQ_DEVICE_CUDA, c);
+  g_autofree float *px = avq_test_reference_f32 ("pixel_values", NULL);
+  g_autofree float *margin = reference_case (c, "margin");
+  AvqFrame *single[B];
+  for (int b = 0; b < B; b++) {
+    single[b] = avq_engine_encode_pixels (gpu, px + (gsize) b * 3 * S * S, &error);
+    g_assert_no_error (error);
+  }
+  /* The singles differ from each other: a stale input would show. */
+  g_assert_false (avq_frame_equal (single[0], single[1]));
+  g_assert_false (avq_frame_equal (single[1], single[2]));
+  static const int all[3] = { 0, 1, 2 }, twice[3] = { 2, 0, 2 }, pair1[2] = { 1, 2 },
+                   pair2[2] = { 0, 1 }, one[1] = { 1 };
+  encode_batch_check (gpu, px, all, 3, single, margin, "batch 3");
+  encode_batch_check (gpu, px, twice, 3, single, margin, "batch 3, repeated image");
+  encode_batch_check (gpu, px, all, 3, single, margin, "batch 3 replayed, other images");
+  encode_batch_check (gpu, px, pair1, 2, single, margin, "batch 2");
+  encode_batch_check (gpu, px, pair2, 2, single, margin, "batch 2 captured, new images");
+  encode_batch_check (gpu, px, pair1, 2, single, margin, "batch 2 replayed, other images");
+  encode_batch_check (gpu, px, one, 1, single, margin, "batch 1");
+
+  /* A fresh engine growing 1 -> 3 -> 2 -> 1, each n run twice (a warm-up,
+   * then a captured graph): the n = 1 graph captured before the growth
+   * must not be replayed on the freed buffers afterwards. */
+  g_autoptr (AvqEngine) grow = engine_on (AVQ_DEVICE_CUDA, c);
+  encode_batch_check (grow, px, one, 1, single, margin, "grow: 1");
+  encode_batch_check (grow, px, twice, 1, single, margin, "grow: 1 captured");
+  encode_batch_check (grow, px, all, 3, single, margin, "grow: 3");
+  encode_batch_check (grow, px, twice, 3, single, margin, "grow: 3 captured");
+  encode_batch_check (grow, px, pair2, 2, single, margin, "grow: 2");
+  encode_batch_check (grow, px, pair1, 2, single, margin, "grow: 2 captured");
+  encode_batch_check (grow, px, twice + 1, 1, single, margin, "grow: 1 again");
+  encode_batch_check (grow, px, one, 1, single, margin, "grow: 1 again, replayed");
+
+  /* Graphs off. */
+  g_setenv ("AVQ_CUDA_GRAPHS", "0", TRUE);
+  g_autoptr (AvqEngine) plain = engine_on (AVQ_DEVICE_CUDA, c);
+  g_unsetenv ("AVQ_CUDA_GRAPHS");
+  encode_batch_check (plain, px, twice, 3, single, margin, "graphs off: batch 3");
+  encode_batch_check (plain, px, all, 3, single, margin, "graphs off: batch 3 again");
+  for (int b = 0; b < B; b++)
+    avq_frame_free (single[b]);
+}
+
+static void
+decode_batch_check (AvqEngine *e, AvqFrame *const *frames, const int *order,
+                    guint n, const float *single, const char *what)
+{
+  g_autoptr (GError) error = NULL;
+  const gsize per = (gsize) (T - 1) * avq_engine_feature_dim (e);
+  const AvqFrame *in[8];
+  for (guint i = 0; i < n; i++)
+    in[i] = frames[order[i]];
+  g_autofree float *got = g_new (float, n * per);
+  g_assert_true (avq_engine_decode_frames (e, in, n, got, &error));
+  g_assert_no_error (error);
+  for (guint i = 0; i < n; i++) {
+    char w[96];
+    g_snprintf (w, sizeof w, "%s input %u (image %d)", what, i, order[i]);
+    avq_test_assert_close (w, got + i * per, single + order[i] * per, per, BATCH_TOL);
+  }
+}
+
+/* Cloud batches from the fixture's frames (per-frame side ranges differ:
+ * a range shared across the batch, or baked into the graph, would show),
+ * the same cases as the edge; and a bad frame at input i refused. */
+static void
+test_batch_decode (gconstpointer data)
+{
+  const Case *c = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqEngine) gpu = engine_on (AVQ_DEVICE_CUDA, c);
+  const gsize per = (gsize) (T - 1) * avq_engine_feature_dim (gpu);
+  AvqFrame *frames[B];
+  g_autofree float *single = g_new (float, B * per);
+  for (int b = 0; b < B; b++) {
+    frames[b] = reference_frame (gpu, c, b);
+    g_assert_true (avq_engine_decode_frame (gpu, frames[b], single + b * per, &error));
+    g_assert_no_error (error);
+  }
+  g_assert_cmpfloat (avq_test_rel_error (single, single + per, per), >, 1e-2);
+  if (c->side_bits > 0)
+    g_assert_true (memcmp (frames[0]->side_range, frames[1]->side_range, 16) != 0);
+  static const int all[3] = { 0, 1, 2 }, twice[3] = { 2, 0, 2 }, pair1[2] = { 1, 2 },
+                   pair2[2] = { 0, 1 }, one[1] = { 1 };
+  decode_batch_check (gpu, frames, all, 3, single, "decode batch 3");
+  decode_batch_check (gpu, frames, twice, 3, single, "decode batch 3, repeated frame");
+  decode_batch_check (gpu, frames, all, 3, single, "decode batch 3 replayed, other frames");
+  decode_batch_check (gpu, frames, pair1, 2, single, "decode batch 2");
+  decode_batch_check (gpu, frames, pair2, 2, single, "decode batch 2 captured, new frames");
+  decode_batch_check (gpu, frames, pair1, 2, single, "decode batch 2 replayed, other frames");
+  decode_batch_check (gpu, frames, one, 1, single, "decode batch 1");
+
+  g_autoptr (AvqEngine) grow = engine_on (AVQ_DEVICE_CUDA, c);
+  decode_batch_check (grow, frames, one, 1, single, "decode grow: 1");
+  decode_batch_check (grow, frames, twice, 1, single, "decode grow: 1 captured");
+  decode_batch_check (grow, frames, all, 3, single, "decode grow: 3");
+  decode_batch_check (grow, frames, twice, 3, single, "decode grow: 3 captured");
+  decode_batch_check (grow, frames, pair2, 2, single, "decode grow: 2");
+  decode_batch_check (grow, frames, pair1, 2, single, "decode grow: 2 captured");
+  decode_batch_check (grow, frames, twice + 1, 1, single, "decode grow: 1 again");
+  decode_batch_check (grow, frames, one, 1, single, "decode grow: 1 again, replayed");
+
+  g_setenv ("AVQ_CUDA_GRAPHS", "0", TRUE);
+  g_autoptr (AvqEngine) plain = engine_on (AVQ_DEVICE_CUDA, c);
+  g_unsetenv ("AVQ_CUDA_GRAPHS");
+  decode_batch_check (plain, frames, twice, 3, single, "decode graphs off: batch 3");
+
+  /* Input 1 of another codebook: refused before the GPU runs, naming it. */
+  g_autoptr (AvqFrame) bad = avq_frame_copy (frames[1]);
+  bad->codebook_id[0] ^= 0xff;
+  const AvqFrame *mixed[3] = { frames[0], bad, frames[2] };
+  g_autofree float *got = g_new (float, 3 * per);
+  g_assert_false (avq_engine_decode_frames (gpu, mixed, 3, got, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_MISMATCH);
+  g_assert_nonnull (strstr (error->message, "input 1 of 3"));
+  g_clear_error (&error);
+  g_assert_false (avq_engine_decode_frames (gpu, mixed, 0, got, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  for (int b = 0; b < B; b++)
+    avq_frame_free (frames[b]);
+}
+
+static void
+features_batch_check (AvqEngine *e, const float *px, const int *order, guint n,
+                      const float *single, const char *what)
+{
+  g_autoptr (GError) error = NULL;
+  const gsize per = (gsize) (T - 1) * avq_engine_feature_dim (e);
+  const float *in[8];
+  for (guint i = 0; i < n; i++)
+    in[i] = px + (gsize) order[i] * 3 * S * S;
+  g_autofree float *got = g_new (float, n * per);
+  g_assert_true (avq_engine_features_from_pixels_batch (e, in, n, got, &error));
+  g_assert_no_error (error);
+  for (guint i = 0; i < n; i++) {
+    char w[96];
+    g_snprintf (w, sizeof w, "%s input %u (image %d)", what, i, order[i]);
+    avq_test_assert_close (w, got + i * per, single + order[i] * per, per, BATCH_TOL);
+  }
+}
+
+/* The unsplit path, with both attention implementations. */
+static void
+test_batch_features (gconstpointer data)
+{
+  const char *attention = data;
+  g_autoptr (GError) error = NULL;
+  g_setenv ("AVQ_CUDA_ATTENTION", attention, TRUE);
+  g_autoptr (AvqEngine) gpu = engine_on (AVQ_DEVICE_CUDA, NULL);
+  g_autofree float *px = avq_test_reference_f32 ("pixel_values", NULL);
+  const gsize per = (gsize) (T - 1) * avq_engine_feature_dim (gpu);
+  g_autofree float *single = g_new (float, B * per);
+  for (int b = 0; b < B; b++) {
+    g_assert_true (avq_engine_features_from_pixels (gpu, px + (gsize) b * 3 * S * S,
+                                                    single + b * per, &error));
+    g_assert_no_error (error);
+  }
+  /* Replays of the n = 1 graph gave each image its own features. */
+  g_assert_cmpfloat (avq_test_rel_error (single, single + per, per), >, 1e-2);
+  g_assert_cmpfloat (avq_test_rel_error (single + per, single + 2 * per, per), >, 1e-2);
+  static const int all[3] = { 0, 1, 2 }, twice[3] = { 2, 0, 2 }, pair1[2] = { 1, 2 },
+                   pair2[2] = { 0, 1 }, one[1] = { 1 };
+  features_batch_check (gpu, px, all, 3, single, "features batch 3");
+  features_batch_check (gpu, px, twice, 3, single, "features batch 3, repeated image");
+  features_batch_check (gpu, px, all, 3, single, "features batch 3 replayed, other images");
+  features_batch_check (gpu, px, pair1, 2, single, "features batch 2");
+  features_batch_check (gpu, px, pair2, 2, single, "features batch 2 captured");
+  features_batch_check (gpu, px, pair1, 2, single, "features batch 2 replayed");
+  features_batch_check (gpu, px, one, 1, single, "features batch 1");
+  /* Growth and graphs off are attention-independent; the emulated fused
+   * kernel is slow: once, with the default attention. */
+  if (strcmp (attention, "fused") == 0) {
+    g_unsetenv ("AVQ_CUDA_ATTENTION");
+    return;
+  }
+  g_autoptr (AvqEngine) grow = engine_on (AVQ_DEVICE_CUDA, NULL);
+  features_batch_check (grow, px, one, 1, single, "features grow: 1");
+  features_batch_check (grow, px, twice, 1, single, "features grow: 1 captured");
+  features_batch_check (grow, px, all, 3, single, "features grow: 3");
+  features_batch_check (grow, px, twice, 3, single, "features grow: 3 captured");
+  features_batch_check (grow, px, pair2, 2, single, "features grow: 2");
+  features_batch_check (grow, px, twice + 1, 1, single, "features grow: 1 again");
+  features_batch_check (grow, px, one, 1, single, "features grow: 1 again, replayed");
+  g_setenv ("AVQ_CUDA_GRAPHS", "0", TRUE);
+  g_autoptr (AvqEngine) plain = engine_on (AVQ_DEVICE_CUDA, NULL);
+  g_unsetenv ("AVQ_CUDA_GRAPHS");
+  features_batch_check (plain, px, twice, 3, single, "features graphs off: batch 3");
+  g_unsetenv ("AVQ_CUDA_ATTENTION");
+}
+
+/* The graph cache itself, on the backend: one capture per (path, n), none
+ * on replay, recaptures after the buffers grow, none with graphs off; and
+ * the outputs of graphs off equal those of graphs on. */
+static void
+test_batch_graphs (void)
+{
+  const Case *c = &cases[1];   /* L1-side8: every per-frame upload */
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = avq_test_data_path ("tiny-llava");
+  g_autoptr (AvqModel) model = avq_model_open (dir, &error);
+  g_assert_no_error (error);
+  g_autoptr (AvqVisionTower) tw = avq_vision_tower_new (model, 0, &error);
+  g_assert_no_error (error);
+  g_autofree char *path = case_path (c);
+  g_autoptr (AvqQuantizer) q = avq_quantizer_load (path, model, &error);
+  g_assert_no_error (error);
+  g_autoptr (AvqCudaVision) cv = avq_cuda_vision_new (model, tw, q, -1, -1, &error);
+  g_assert_no_error (error);
+  g_assert_true (avq_cuda_vision_ensure_full (cv, model, &error));
+  g_assert_cmpint (avq_cuda_vision_batch_capacity (cv), ==, 1);
+  g_autofree float *px = avq_test_reference_f32 ("pixel_values", NULL);
+  const float *in[3] = { px, px + 3 * S * S, px + 2 * 3 * S * S };
+  const gsize per = (gsize) (T - 1) * model->config.text.hidden_size;
+  AvqFrame *on[3], *off[3], *one = avq_frame_new (T, q->index_bits, q->side_bits,
+                                                   q->codebook_id);
+  for (int i = 0; i < 3; i++) {
+    on[i] = avq_frame_new (T, q->index_bits, q->side_bits, q->codebook_id);
+    off[i] = avq_frame_new (T, q->index_bits, q->side_bits, q->codebook_id);
+  }
+  g_autofree float *feat_on = g_new (float, 3 * per), *feat_off = g_new (float, 3 * per);
+  g_autofree float *margins = g_new (float, 3 * T), *margin1 = g_new (float, T);
+  const guint g0 = avq_cuda_vision_graphs_captured (cv);
+#define CAPTURED(k) g_assert_cmpuint (avq_cuda_vision_graphs_captured (cv), ==, g0 + (k))
+#define OK(call)                                \
+  do {                                          \
+    g_assert_true (call);                       \
+    g_assert_no_error (error);                  \
+  } while (0)
+  /* The first run of a pass at an n is a warm-up, not captured; the
+   * second captures; later ones replay. */
+  OK (avq_cuda_vision_encode_batch (cv, in, 2, on, NULL, &error));
+  CAPTURED (0);
+  OK (avq_cuda_vision_encode_batch (cv, in, 2, on, NULL, &error));
+  CAPTURED (1);
+  OK (avq_cuda_vision_encode_batch (cv, in, 2, on, NULL, &error));
+  CAPTURED (1);
+  for (int i = 0; i < 2; i++)
+    OK (avq_cuda_vision_decode_batch (cv, (const AvqFrame *const *) on, 2, feat_on, &error));
+  CAPTURED (2);
+  for (int i = 0; i < 3; i++)
+    OK (avq_cuda_vision_features_batch (cv, in, 2, feat_on, &error));
+  CAPTURED (3);
+  for (int i = 0; i < 2; i++)
+    OK (avq_cuda_vision_encode_batch (cv, in, 3, on, margins, &error));
+  CAPTURED (4);
+  g_assert_cmpint (avq_cuda_vision_batch_capacity (cv), ==, 3);
+  /* The growth dropped the n = 2 graphs: captured again, without another
+   * warm-up. */
+  OK (avq_cuda_vision_encode_batch (cv, in, 2, off, NULL, &error));
+  CAPTURED (5);
+  for (int i = 0; i < 2; i++)
+    OK (avq_cuda_vision_features_batch (cv, in, 3, feat_on, &error));
+  CAPTURED (6);
+  /* Each input's margins are its own single call's. */
+  OK (avq_cuda_vision_encode_batch (cv, in + 2, 1, &one, margin1, &error));
+  CAPTURED (6);
+  avq_test_assert_close ("margins of input 2 in a batch of 3", margins + 2 * T, margin1, T,
+                         BATCH_TOL);
+
+  avq_cuda_vision_set_graphs (cv, FALSE);
+  OK (avq_cuda_vision_features_batch (cv, in, 3, feat_off, &error));
+  OK (avq_cuda_vision_encode_batch (cv, in, 3, off, NULL, &error));
+  CAPTURED (6);
+  avq_test_assert_close ("features, graphs off vs on", feat_off, feat_on, 3 * per, BATCH_TOL);
+  for (int i = 0; i < 3; i++)
+    assert_same_frame ("frame, graphs off vs on", off[i], on[i], margins + i * T);
+  avq_cuda_vision_set_graphs (cv, TRUE);
+  OK (avq_cuda_vision_features_batch (cv, in, 3, feat_off, &error));
+  CAPTURED (7);
+  avq_test_assert_close ("features, graphs on again", feat_off, feat_on, 3 * per, BATCH_TOL);
+#undef CAPTURED
+#undef OK
+  for (int i = 0; i < 3; i++) {
+    avq_frame_free (on[i]);
+    avq_frame_free (off[i]);
+  }
+  avq_frame_free (one);
+}
+
 /* ---- the LLaMA decoder on CUDA ------------------------------------------ */
 
 /* Greedy steps are compared while the fixture's logit margin (top-1 minus
@@ -383,6 +751,22 @@ cuda_llama (const AvqModel *model, int ctx)
 /* First logits of the fixture prompt against HF within 1e-2, then greedy
  * generation against HF's ids while the margins are clear, and every
  * decode step's logits against the CPU decoder fed the same tokens. */
+/* Runs `func` with AVQ_CUDA_ATTENTION=flash (read when a decoder moves to
+ * the GPU). */
+typedef struct {
+  GTestDataFunc func;
+  gconstpointer data;
+} FlashRun;
+
+static void
+test_with_flash (gconstpointer data)
+{
+  const FlashRun *run = data;
+  g_setenv ("AVQ_CUDA_ATTENTION", "flash", TRUE);
+  run->func (run->data);
+  g_unsetenv ("AVQ_CUDA_ATTENTION");
+}
+
 static void
 test_llm_fixture (gconstpointer data)
 {
@@ -677,6 +1061,464 @@ test_llm_answerer (void)
                    g_array_index (cpu_answer->ids, int, 0));
 }
 
+/* ---- several sequences, batched decode, CUDA graphs ----
+ *
+ * The backend's own API (lib/cuda/avq-cuda-llama.h) on the grouped-query
+ * model above (F16, untied), against the CPU decoder run one sequence at a
+ * time. */
+
+typedef struct {
+  AvqSafetensors *st;
+  GPtrArray *norms;   /* fp32 copies */
+  AvqCudaLlama *cl;
+} Direct;
+
+static AvqCudaMatrix
+st_matrix (const AvqSafetensors *st, const char *name)
+{
+  const AvqTensor *t = avq_safetensors_find (st, name);
+  g_assert_nonnull (t);
+  AvqCudaMatrix m = { t->data, t->dtype, (int) t->shape[0], (int) t->shape[1] };
+  return m;
+}
+
+static const float *
+st_norm (Direct *d, const char *name)
+{
+  const AvqTensor *t = avq_safetensors_find (d->st, name);
+  g_assert_nonnull (t);
+  float *f = avq_tensor_dup_f32 (t);
+  g_ptr_array_add (d->norms, f);
+  return f;
+}
+
+static Direct *
+direct_new (const char *dir, int ctx, int n_seq, gboolean graphs)
+{
+  g_autoptr (GError) error = NULL;
+  Direct *d = g_new0 (Direct, 1);
+  g_autofree char *path = g_build_filename (dir, "model.safetensors", NULL);
+  d->st = avq_safetensors_open (path, &error);
+  g_assert_no_error (error);
+  d->norms = g_ptr_array_new_with_free_func (g_free);
+  const char *P = "language_model.model";
+  AvqCudaLlamaLayer layers[2];
+  for (int l = 0; l < 2; l++) {
+#define M(field, what)                                                           \
+    do {                                                                         \
+      g_autofree char *nm = g_strdup_printf ("%s.layers.%d.%s.weight", P, l, what); \
+      layers[l].field = st_matrix (d->st, nm);                                   \
+    } while (0)
+    M (q, "self_attn.q_proj");
+    M (k, "self_attn.k_proj");
+    M (v, "self_attn.v_proj");
+    M (o, "self_attn.o_proj");
+    M (gate, "mlp.gate_proj");
+    M (up, "mlp.up_proj");
+    M (down, "mlp.down_proj");
+#undef M
+    g_autofree char *n1 = g_strdup_printf ("%s.layers.%d.input_layernorm.weight", P, l);
+    g_autofree char *n2 = g_strdup_printf ("%s.layers.%d.post_attention_layernorm.weight", P, l);
+    layers[l].attn_norm = st_norm (d, n1);
+    layers[l].mlp_norm = st_norm (d, n2);
+  }
+  g_autofree char *emb = g_strdup_printf ("%s.embed_tokens.weight", P);
+  g_autofree char *norm = g_strdup_printf ("%s.norm.weight", P);
+  AvqCudaLlamaDesc desc = {
+    .hidden = G_HIDDEN, .heads = 4, .kv_heads = 2, .head_dim = 8, .ffn = G_FFN,
+    .vocab = G_VOCAB, .n_layers = 2, .eps = 1e-5f, .rope_theta = 500.0f,
+    .embed = st_matrix (d->st, emb),
+    .lm_head = st_matrix (d->st, "language_model.lm_head.weight"),
+    .final_norm = st_norm (d, norm), .layers = layers,
+  };
+  d->cl = avq_cuda_llama_new (&desc, ctx, -1, &error);
+  g_assert_no_error (error);
+  avq_cuda_llama_set_graphs (d->cl, graphs);
+  g_assert_true (avq_cuda_llama_set_sequences (d->cl, n_seq, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (avq_cuda_llama_sequences (d->cl), ==, n_seq);
+  return d;
+}
+
+static void
+direct_free (Direct *d)
+{
+  avq_cuda_llama_free (d->cl);
+  g_ptr_array_unref (d->norms);
+  avq_safetensors_free (d->st);
+  g_free (d);
+}
+
+/* Sequence s: a prompt of lens[s] ids, then decode tokens; the CPU
+ * decoder's logits for its prefill (step 0) and each decode step. */
+#define SEQ_TOKEN(s, j) (((s) * 13 + (j) * 7 + 3) % G_VOCAB)
+
+static float *
+cpu_sequence (AvqLlama *cpu, int s, int len, int steps, float **prompt_emb)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree int *ids = g_new (int, len);
+  for (int i = 0; i < len; i++)
+    ids[i] = (s * 5 + i * 11 + 1) % G_VOCAB;
+  float *emb = g_new (float, (gsize) len * G_HIDDEN);
+  g_assert_true (avq_llama_embed (cpu, ids, len, emb, &error));
+  float *out = g_new (float, (gsize) (steps + 1) * G_VOCAB);
+  avq_llama_reset (cpu);
+  g_assert_true (avq_llama_prefill (cpu, emb, len, out, &error));
+  g_assert_no_error (error);
+  for (int j = 0; j < steps; j++) {
+    g_assert_true (avq_llama_decode (cpu, SEQ_TOKEN (s, j), out + (gsize) (j + 1) * G_VOCAB,
+                                     &error));
+    g_assert_no_error (error);
+  }
+  *prompt_emb = emb;
+  return out;
+}
+
+static int
+host_argmax (const float *x, int n)
+{
+  int best = 0;
+  for (int k = 1; k < n; k++)
+    if (x[k] > x[best])
+      best = k;
+  return best;
+}
+
+/* Batched decode of four sequences with different prompt lengths, in
+ * changing orders and subsets, against the CPU decoder (1e-2) and against
+ * decoding each row alone on the device (n = 1, 2e-3); device argmax
+ * against the returned logits. */
+static void
+test_llm_batch (void)
+{
+  enum { NSEQ = 4, STEPS = 8, CTX = 32 };
+  const int lens[NSEQ] = { 5, 1, 9, 3 };
+  g_autofree char *dir = gqa_model_dir (AVQ_DTYPE_F16, FALSE);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqModel) model = avq_model_open (dir, &error);
+  g_assert_no_error (error);
+  g_autoptr (AvqLlama) cpu = avq_llama_new (model, CTX, &error);
+  g_assert_no_error (error);
+  float *want[NSEQ], *emb[NSEQ];
+  for (int s = 0; s < NSEQ; s++)
+    want[s] = cpu_sequence (cpu, s, lens[s], STEPS, &emb[s]);
+
+  Direct *batch = direct_new (dir, CTX, NSEQ, TRUE);
+  Direct *single = direct_new (dir, CTX, NSEQ, TRUE);
+  float lg[NSEQ * G_VOCAB];
+  for (int s = 0; s < NSEQ; s++) {
+    g_assert_true (avq_cuda_llama_prefill_sequence (batch->cl, s, emb[s], lens[s], 0, lg,
+                                                    &error));
+    g_assert_no_error (error);
+    avq_test_assert_close ("prefill_sequence vs CPU", lg, want[s], G_VOCAB, TOL);
+    g_assert_true (avq_cuda_llama_prefill_sequence (single->cl, s, emb[s], lens[s], 0,
+                                                    NULL, &error));
+    g_assert_no_error (error);
+  }
+  static const int order[][NSEQ + 1] = {   /* count, then the sequences */
+    { 4, 0, 1, 2, 3 }, { 4, 3, 1, 0, 2 }, { 1, 2 }, { 2, 1, 3 }, { 4, 0, 1, 2, 3 },
+    { 3, 3, 2, 1 }, { 4, 2, 0, 3, 1 }, { 2, 0, 2 },
+  };
+  int done[NSEQ] = { 0 };
+  double worst_cpu = 0, worst_single = 0;
+  for (gsize k = 0; k < G_N_ELEMENTS (order); k++) {
+    const int n = order[k][0];
+    int seqs[NSEQ], toks[NSEQ], pos[NSEQ], am[NSEQ];
+    for (int i = 0; i < n; i++) {
+      const int s = order[k][1 + i];
+      g_assert_cmpint (done[s], <, STEPS);
+      seqs[i] = s;
+      toks[i] = SEQ_TOKEN (s, done[s]);
+      pos[i] = lens[s] + done[s];
+    }
+    g_assert_true (avq_cuda_llama_decode_batch (batch->cl, n, seqs, toks, pos, lg, am,
+                                                &error));
+    g_assert_no_error (error);
+    for (int i = 0; i < n; i++) {
+      const int s = seqs[i];
+      const float *row = lg + (gsize) i * G_VOCAB;
+      const float *ref = want[s] + (gsize) (done[s] + 1) * G_VOCAB;
+      worst_cpu = MAX (worst_cpu, avq_test_rel_error (row, ref, G_VOCAB));
+      avq_test_assert_close ("batched decode vs CPU", row, ref, G_VOCAB, TOL);
+      g_assert_cmpint (am[i], ==, host_argmax (row, G_VOCAB));
+      float one[G_VOCAB];
+      int a1 = -1;
+      g_assert_true (avq_cuda_llama_decode_batch (single->cl, 1, &s, &toks[i], &pos[i],
+                                                  one, &a1, &error));
+      g_assert_no_error (error);
+      worst_single = MAX (worst_single, avq_test_rel_error (row, one, G_VOCAB));
+      avq_test_assert_close ("batched decode vs one row", row, one, G_VOCAB, 2e-3);
+      done[s]++;
+    }
+  }
+  g_test_message ("batched decode: worst rel err %.3g vs CPU, %.3g vs one row per step",
+                  worst_cpu, worst_single);
+  /* One graph per (n, outputs), captured at its second run (the first is
+   * the context's warm-up): n = 4 and 2 run more than once here, n = 1 and
+   * 3 once. */
+  g_assert_cmpuint (avq_cuda_llama_graphs_captured (batch->cl), ==, 2);
+  direct_free (batch);
+  direct_free (single);
+  for (int s = 0; s < NSEQ; s++) {
+    g_free (want[s]);
+    g_free (emb[s]);
+  }
+  remove_model_dir (dir);
+}
+
+/* Graph replay over many steps (every position moves each step, so a value
+ * baked into the capture would show) against the same decoder without
+ * graphs, and against the CPU; the argmax-only graph is a separate one.
+ * Replay and direct calls run the same kernels and GEMMs: equal under
+ * emulation; 1e-4 leaves a GPU room for cuBLAS picking another algorithm
+ * under capture, far below what a stale position gives (0.4, checked). */
+static void
+test_llm_graph_replay (void)
+{
+  enum { NSEQ = 3, STEPS = 24, CTX = 40 };
+  const int lens[NSEQ] = { 4, 7, 2 };
+  g_autofree char *dir = gqa_model_dir (AVQ_DTYPE_F16, FALSE);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqModel) model = avq_model_open (dir, &error);
+  g_assert_no_error (error);
+  g_autoptr (AvqLlama) cpu = avq_llama_new (model, CTX, &error);
+  g_assert_no_error (error);
+  float *want[NSEQ], *emb[NSEQ];
+  for (int s = 0; s < NSEQ; s++)
+    want[s] = cpu_sequence (cpu, s, lens[s], STEPS, &emb[s]);
+  Direct *on = direct_new (dir, CTX, NSEQ, TRUE);
+  Direct *off = direct_new (dir, CTX, NSEQ, FALSE);
+  for (int s = 0; s < NSEQ; s++) {
+    g_assert_true (avq_cuda_llama_prefill_sequence (on->cl, s, emb[s], lens[s], 0, NULL,
+                                                    &error));
+    g_assert_true (avq_cuda_llama_prefill_sequence (off->cl, s, emb[s], lens[s], 0, NULL,
+                                                    &error));
+    g_assert_no_error (error);
+  }
+  double worst_off = 0, worst_cpu = 0;
+  float a[NSEQ * G_VOCAB], b[NSEQ * G_VOCAB];
+  for (int j = 0; j < STEPS; j++) {
+    int seqs[NSEQ] = { 0, 1, 2 }, toks[NSEQ], pos[NSEQ], am_on[NSEQ], am_off[NSEQ];
+    for (int s = 0; s < NSEQ; s++) {
+      toks[s] = SEQ_TOKEN (s, j);
+      pos[s] = lens[s] + j;
+    }
+    /* Every third step asks for the argmax only (its own graph). */
+    const gboolean only_argmax = j % 3 == 2;
+    g_assert_true (avq_cuda_llama_decode_batch (on->cl, NSEQ, seqs, toks, pos,
+                                                only_argmax ? NULL : a, am_on, &error));
+    g_assert_no_error (error);
+    g_assert_true (avq_cuda_llama_decode_batch (off->cl, NSEQ, seqs, toks, pos, b, am_off,
+                                                &error));
+    g_assert_no_error (error);
+    g_assert_cmpmem (am_on, sizeof am_on, am_off, sizeof am_off);
+    if (only_argmax)
+      continue;
+    for (int s = 0; s < NSEQ; s++) {
+      const float *ref = want[s] + (gsize) (j + 1) * G_VOCAB;
+      worst_off = MAX (worst_off, avq_test_rel_error (a + s * G_VOCAB, b + s * G_VOCAB,
+                                                      G_VOCAB));
+      worst_cpu = MAX (worst_cpu, avq_test_rel_error (a + s * G_VOCAB, ref, G_VOCAB));
+      avq_test_assert_close ("graph replay vs graphs off", a + s * G_VOCAB,
+                             b + s * G_VOCAB, G_VOCAB, 1e-4);
+      avq_test_assert_close ("graph replay vs CPU", a + s * G_VOCAB, ref, G_VOCAB, TOL);
+    }
+  }
+  g_test_message ("%d graph replays: worst rel err %.3g vs graphs off, %.3g vs CPU", STEPS,
+                  worst_off, worst_cpu);
+  g_assert_cmpuint (avq_cuda_llama_graphs_captured (on->cl), ==, 2);
+  g_assert_cmpuint (avq_cuda_llama_graphs_captured (off->cl), ==, 0);
+  direct_free (on);
+  direct_free (off);
+  for (int s = 0; s < NSEQ; s++) {
+    g_free (want[s]);
+    g_free (emb[s]);
+  }
+  remove_model_dir (dir);
+}
+
+/* A cache growth between steps moves every buffer the graph used: the step
+ * after it is captured again and still matches the CPU; both sequences
+ * keep their cached positions. */
+static void
+test_llm_graph_reserve (void)
+{
+  enum { NSEQ = 2, STEPS = 9, CTX = 8 };
+  const int lens[NSEQ] = { 3, 5 };
+  g_autofree char *dir = gqa_model_dir (AVQ_DTYPE_F16, FALSE);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqModel) model = avq_model_open (dir, &error);
+  g_assert_no_error (error);
+  g_autoptr (AvqLlama) cpu = avq_llama_new (model, 32, &error);
+  g_assert_no_error (error);
+  float *want[NSEQ], *emb[NSEQ];
+  for (int s = 0; s < NSEQ; s++)
+    want[s] = cpu_sequence (cpu, s, lens[s], STEPS, &emb[s]);
+  Direct *d = direct_new (dir, CTX, NSEQ, TRUE);
+  for (int s = 0; s < NSEQ; s++) {
+    g_assert_true (avq_cuda_llama_prefill_sequence (d->cl, s, emb[s], lens[s], 0, NULL,
+                                                    &error));
+    g_assert_no_error (error);
+  }
+  float lg[NSEQ * G_VOCAB];
+  int grown = 0;
+  for (int j = 0; j < STEPS; j++) {
+    int seqs[NSEQ] = { 1, 0 }, toks[NSEQ], pos[NSEQ];
+    for (int i = 0; i < NSEQ; i++) {
+      toks[i] = SEQ_TOKEN (seqs[i], j);
+      pos[i] = lens[seqs[i]] + j;
+    }
+    if (pos[0] >= CTX && !grown) {
+      g_assert_false (avq_cuda_llama_decode_batch (d->cl, NSEQ, seqs, toks, pos, lg, NULL,
+                                                   &error));
+      g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+      g_clear_error (&error);
+      g_assert_cmpuint (avq_cuda_llama_graphs_captured (d->cl), ==, 1);
+      g_assert_true (avq_cuda_llama_reserve (d->cl, 32, pos[0], &error));
+      g_assert_no_error (error);
+      grown = j;
+    }
+    g_assert_true (avq_cuda_llama_decode_batch (d->cl, NSEQ, seqs, toks, pos, lg, NULL,
+                                                &error));
+    g_assert_no_error (error);
+    for (int i = 0; i < NSEQ; i++)
+      avq_test_assert_close ("decode across a cache growth vs CPU", lg + i * G_VOCAB,
+                             want[seqs[i]] + (gsize) (j + 1) * G_VOCAB, G_VOCAB, TOL);
+  }
+  g_assert_cmpint (grown, >, 0);
+  g_assert_cmpuint (avq_cuda_llama_graphs_captured (d->cl), ==, 2);
+  direct_free (d);
+  for (int s = 0; s < NSEQ; s++) {
+    g_free (want[s]);
+    g_free (emb[s]);
+  }
+  remove_model_dir (dir);
+}
+
+/* set_sequences limits and the errors of prefill_sequence / decode_batch;
+ * none of them changes anything (a valid step afterwards still matches the
+ * CPU). */
+static void
+test_llm_sequence_errors (void)
+{
+  g_autofree char *dir = gqa_model_dir (AVQ_DTYPE_F16, FALSE);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqModel) model = avq_model_open (dir, &error);
+  g_assert_no_error (error);
+  g_autoptr (AvqLlama) cpu = avq_llama_new (model, 16, &error);
+  g_assert_no_error (error);
+  float *emb;
+  g_autofree float *want = cpu_sequence (cpu, 1, 4, 1, &emb);
+  Direct *d = direct_new (dir, 16, 3, TRUE);
+  const int bad_counts[] = { 0, -1, AVQ_CUDA_LLAMA_MAX_SEQUENCES + 1 };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_counts); i++) {
+    g_assert_false (avq_cuda_llama_set_sequences (d->cl, bad_counts[i], &error));
+    g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+    g_clear_error (&error);
+    g_assert_cmpint (avq_cuda_llama_sequences (d->cl), ==, 3);
+  }
+  float lg[3 * G_VOCAB];
+  g_assert_false (avq_cuda_llama_prefill_sequence (d->cl, 3, emb, 4, 0, lg, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_assert_false (avq_cuda_llama_prefill_sequence (d->cl, -1, emb, 4, 0, lg, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_assert_true (avq_cuda_llama_prefill_sequence (d->cl, 1, emb, 4, 0, lg, &error));
+  g_assert_no_error (error);
+  static const struct { int n, seqs[3], toks[3], pos[3]; const char *what; } bad[] = {
+    { 2, { 1, 3 }, { 1, 1 }, { 4, 0 }, "sequence out of range" },
+    { 2, { -1, 1 }, { 1, 1 }, { 0, 4 }, "negative sequence" },
+    { 2, { 1, 1 }, { 1, 1 }, { 4, 4 }, "repeated sequence" },
+    { 3, { 1, 0, 1 }, { 1, 1, 1 }, { 4, 0, 4 }, "repeated sequence" },
+    { 4, { 0, 1, 2 }, { 1, 1, 1 }, { 0, 4, 0 }, "more rows than sequences" },
+    { 0, { 1 }, { 1 }, { 4 }, "no rows" },
+    { 1, { 1 }, { G_VOCAB }, { 4 }, "token out of range" },
+    { 1, { 1 }, { -1 }, { 4 }, "negative token" },
+    { 1, { 1 }, { 1 }, { 16 }, "position past the context" },
+    { 1, { 1 }, { 1 }, { -1 }, "negative position" },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    int am[3];
+    g_assert_false (avq_cuda_llama_decode_batch (d->cl, bad[i].n, bad[i].seqs, bad[i].toks,
+                                                 bad[i].pos, lg, am, &error));
+    g_test_message ("%s: %s", bad[i].what, error->message);
+    g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+    g_clear_error (&error);
+  }
+  const int s1 = 1, t1 = SEQ_TOKEN (1, 0), p1 = 4;
+  g_assert_true (avq_cuda_llama_decode_batch (d->cl, 1, &s1, &t1, &p1, lg, NULL, &error));
+  g_assert_no_error (error);
+  avq_test_assert_close ("decode after refused calls vs CPU", lg, want + G_VOCAB, G_VOCAB,
+                         TOL);
+  /* A new count starts over: graphs dropped, the caches fresh. */
+  const guint before = avq_cuda_llama_graphs_captured (d->cl);
+  g_assert_true (avq_cuda_llama_set_sequences (d->cl, 2, &error));
+  g_assert_cmpint (avq_cuda_llama_sequences (d->cl), ==, 2);
+  g_assert_true (avq_cuda_llama_prefill_sequence (d->cl, 1, emb, 4, 0, NULL, &error));
+  g_assert_true (avq_cuda_llama_decode_batch (d->cl, 1, &s1, &t1, &p1, lg, NULL, &error));
+  g_assert_no_error (error);
+  avq_test_assert_close ("decode after set_sequences vs CPU", lg, want + G_VOCAB, G_VOCAB,
+                         TOL);
+  g_assert_cmpuint (avq_cuda_llama_graphs_captured (d->cl), ==, before + 1);
+  direct_free (d);
+  g_free (emb);
+  remove_model_dir (dir);
+}
+
+/* Benchmark weights made on the device: the same seed gives the same
+ * decoder, another seed another one; logits finite; the byte count is
+ * every weight's. */
+static void
+test_llm_random_weights (void)
+{
+  g_autoptr (GError) error = NULL;
+  AvqCudaLlamaLayer layers[2];
+  memset (layers, 0, sizeof layers);
+  for (int l = 0; l < 2; l++) {
+    layers[l].q = (AvqCudaMatrix) { NULL, AVQ_DTYPE_F16, 32, G_HIDDEN };
+    layers[l].k = (AvqCudaMatrix) { NULL, AVQ_DTYPE_F16, 16, G_HIDDEN };
+    layers[l].v = (AvqCudaMatrix) { NULL, AVQ_DTYPE_F16, 16, G_HIDDEN };
+    layers[l].o = (AvqCudaMatrix) { NULL, AVQ_DTYPE_F16, G_HIDDEN, 32 };
+    layers[l].gate = (AvqCudaMatrix) { NULL, AVQ_DTYPE_F16, G_FFN, G_HIDDEN };
+    layers[l].up = (AvqCudaMatrix) { NULL, AVQ_DTYPE_F16, G_FFN, G_HIDDEN };
+    layers[l].down = (AvqCudaMatrix) { NULL, AVQ_DTYPE_F16, G_HIDDEN, G_FFN };
+  }
+  AvqCudaLlamaDesc desc = {
+    .hidden = G_HIDDEN, .heads = 4, .kv_heads = 2, .head_dim = 8, .ffn = G_FFN,
+    .vocab = G_VOCAB, .n_layers = 2, .eps = 1e-5f, .rope_theta = 500.0f,
+    .embed = { NULL, AVQ_DTYPE_F16, G_VOCAB, G_HIDDEN },
+    .lm_head = { NULL, AVQ_DTYPE_F16, G_VOCAB, G_HIDDEN }, .layers = layers,
+  };
+  /* Without a seed, missing data is an error. */
+  g_assert_null (avq_cuda_llama_new (&desc, 8, -1, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  float lg[3][G_VOCAB];
+  const guint64 seeds[3] = { 7, 7, 8 };
+  g_autofree float *emb = g_new (float, 5 * G_HIDDEN);
+  for (int i = 0; i < 5 * G_HIDDEN; i++)
+    emb[i] = sinf ((float) i);
+  for (int r = 0; r < 3; r++) {
+    desc.random_seed = seeds[r];
+    g_autoptr (AvqCudaLlama) cl = avq_cuda_llama_new (&desc, 8, -1, &error);
+    g_assert_no_error (error);
+    const guint64 params = 2 * (guint64) G_VOCAB * G_HIDDEN +
+                           2 * (guint64) (2 * 32 * G_HIDDEN + 2 * 16 * G_HIDDEN +
+                                          3 * G_FFN * G_HIDDEN);
+    const guint64 norms = 4 * (guint64) (G_HIDDEN * 5);
+    g_assert_cmpuint (avq_cuda_llama_weight_bytes (cl), ==, 2 * params + norms);
+    g_assert_true (avq_cuda_llama_prefill (cl, emb, 5, 0, NULL, &error));
+    g_assert_true (avq_cuda_llama_decode (cl, 3, 5, lg[r], NULL, &error));
+    g_assert_no_error (error);
+    for (int k = 0; k < G_VOCAB; k++)
+      g_assert_true (isfinite (lg[r][k]));
+  }
+  g_assert_cmpmem (lg[0], sizeof lg[0], lg[1], sizeof lg[1]);
+  g_assert_cmpfloat (avq_test_rel_error (lg[2], lg[0], G_VOCAB), >, 0.1);
+}
+
 #endif /* AVQ_HAVE_CUDA */
 
 int
@@ -686,6 +1528,7 @@ main (int argc, char **argv)
   /* The environment must not steer what this test compares. */
   g_unsetenv ("AVQ_DEVICE");
   g_unsetenv ("AVQ_CUDA_ATTENTION");
+  g_unsetenv ("AVQ_CUDA_GRAPHS");
   if (!avq_cuda_available (&why)) {
     printf ("CUDA unavailable: %s; skipping\n", why->message);
     fprintf (stderr, "CUDA unavailable: %s; skipping\n", why->message);
@@ -695,7 +1538,8 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/cuda/hidden", test_hidden);
   g_test_add_func ("/cuda/features", test_features);
-  g_test_add_func ("/cuda/features-fused", test_features_fused);
+  g_test_add_data_func ("/cuda/features-fused", "fused", test_features_attention);
+  g_test_add_data_func ("/cuda/features-flash", "flash", test_features_attention);
   for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
     g_autofree char *p1 = g_strdup_printf ("/cuda/%s/encode", cases[i].name);
     g_autofree char *p2 = g_strdup_printf ("/cuda/%s/decode", cases[i].name);
@@ -703,7 +1547,15 @@ main (int argc, char **argv)
     g_test_add_data_func (p1, &cases[i], test_encode);
     g_test_add_data_func (p2, &cases[i], test_decode);
     g_test_add_data_func (p3, &cases[i], test_cross);
+    g_autofree char *p4 = g_strdup_printf ("/cuda/%s/batch-encode", cases[i].name);
+    g_autofree char *p5 = g_strdup_printf ("/cuda/%s/batch-decode", cases[i].name);
+    g_test_add_data_func (p4, &cases[i], test_batch_encode);
+    g_test_add_data_func (p5, &cases[i], test_batch_decode);
   }
+  g_test_add_data_func ("/cuda/batch-features/gemm", "gemm", test_batch_features);
+  g_test_add_data_func ("/cuda/batch-features/fused", "fused", test_batch_features);
+  g_test_add_data_func ("/cuda/batch-features/flash", "flash", test_batch_features);
+  g_test_add_func ("/cuda/batch-graphs", test_batch_graphs);
   for (gsize i = 0; i < G_N_ELEMENTS (llm_cases); i++) {
     g_autofree char *p = g_strdup_printf ("/cuda/llm/fixture/%s", llm_cases[i].tag);
     g_test_add_data_func (p, &llm_cases[i], test_llm_fixture);
@@ -716,7 +1568,29 @@ main (int argc, char **argv)
                                           gqa[i].tied ? "-tied" : "");
     g_test_add_data_func (p, &gqa[i], test_llm_gqa);
   }
+  /* The same checks with the prefill attention in the tensor-core flash
+   * kernel: the fixture prompts (611 positions, two prefill chunks for the
+   * 600-position GQA prompt) and GQA with continuation prompts. */
+  static FlashRun flash_runs[G_N_ELEMENTS (llm_cases) + G_N_ELEMENTS (gqa)];
+  for (gsize i = 0; i < G_N_ELEMENTS (llm_cases); i++) {
+    flash_runs[i] = (FlashRun) { test_llm_fixture, &llm_cases[i] };
+    g_autofree char *p = g_strdup_printf ("/cuda/llm-flash/fixture/%s", llm_cases[i].tag);
+    g_test_add_data_func (p, &flash_runs[i], test_with_flash);
+  }
+  for (gsize i = 0; i < G_N_ELEMENTS (gqa); i++) {
+    FlashRun *r = &flash_runs[G_N_ELEMENTS (llm_cases) + i];
+    *r = (FlashRun) { test_llm_gqa, &gqa[i] };
+    g_autofree char *p = g_strdup_printf ("/cuda/llm-flash/gqa/%s%s",
+                                          avq_dtype_name (gqa[i].dtype),
+                                          gqa[i].tied ? "-tied" : "");
+    g_test_add_data_func (p, r, test_with_flash);
+  }
   g_test_add_func ("/cuda/llm/answerer", test_llm_answerer);
+  g_test_add_func ("/cuda/llm/batch", test_llm_batch);
+  g_test_add_func ("/cuda/llm/graph-replay", test_llm_graph_replay);
+  g_test_add_func ("/cuda/llm/graph-reserve", test_llm_graph_reserve);
+  g_test_add_func ("/cuda/llm/sequence-errors", test_llm_sequence_errors);
+  g_test_add_func ("/cuda/llm/random-weights", test_llm_random_weights);
   return g_test_run ();
 #else
   (void) argc;

@@ -702,6 +702,487 @@ test_gqa_long_prompt (void)
   remove_dir (dir);
 }
 
+/* ---------------------------------------------------------------------- */
+/* several sequences and batched decode */
+
+/* The fixture's text around the image, without the image: 18 positions. */
+static GArray *
+text_prompt (void)
+{
+  JsonObject *p = json_object_get_object_member (json_node_get_object (reference_json ()),
+                                                 "llm.prompt_ids");
+  GArray *ids = g_array_new (FALSE, FALSE, sizeof (int));
+  append_ids (ids, json_object_get_array_member (p, "prefix"));
+  append_ids (ids, json_object_get_array_member (p, "suffix"));
+  return ids;
+}
+
+static float *
+embed_prompt (AvqLlama *llama, GArray *ids, const float *features, int *n)
+{
+  g_autoptr (GError) error = NULL;
+  float *emb = avq_llava_embed_prompt (llama, (int *) ids->data, ids->len, features,
+                                       features ? 576 : 0, n, &error);
+  g_assert_no_error (error);
+  return emb;
+}
+
+#define B_SEQS 3
+#define B_STEPS 5
+
+static double
+assert_rel (const float *got, const float *want, int n, double tol, const char *what,
+            int seq, int step)
+{
+  double rel = avq_test_rel_error (got, want, n);
+  if (rel > tol)
+    g_test_message ("%s, sequence %d, step %d: rel err %.3g", what, seq, step, rel);
+  g_assert_cmpfloat (rel, <=, tol);
+  return rel;
+}
+
+/* Three sequences of 594, 18 and 5 positions decoded together, in varying
+ * order and subsets, against each decoded alone by avq_llama_decode. */
+static void
+test_batch_fixture (void)
+{
+  const AvqModel *model = avq_test_tiny_model ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqLlama) ref = avq_llama_new (model, 1024, &error);
+  g_assert_no_error (error);
+  avq_llama_set_threads (ref, 2);
+  int V = avq_llama_vocab_size (ref);
+
+  g_autofree float *features = chelsea_features (&cases[0]);
+  g_autoptr (GArray) image = fixture_prompt (FALSE);
+  g_autoptr (GArray) text = text_prompt ();
+  g_autoptr (GArray) prefix = g_array_sized_new (FALSE, FALSE, sizeof (int), 5);
+  g_array_append_vals (prefix, text->data, 5);
+  float *emb[B_SEQS];
+  int len[B_SEQS];
+  emb[0] = embed_prompt (ref, image, features, &len[0]);
+  emb[1] = embed_prompt (ref, text, NULL, &len[1]);
+  emb[2] = embed_prompt (ref, prefix, NULL, &len[2]);
+  g_assert_cmpint (len[0], ==, 594);
+  g_assert_cmpint (len[1], ==, 18);
+  g_assert_cmpint (len[2], ==, 5);
+
+  /* references: each sequence alone; step 0 is the prefill, the tokens fed
+   * are the greedy ones */
+  g_autofree float *want = g_new (float, (gsize) B_SEQS * (B_STEPS + 1) * V);
+  int tokens[B_SEQS][B_STEPS];
+  for (int s = 0; s < B_SEQS; s++) {
+    float *w = want + (gsize) s * (B_STEPS + 1) * V;
+    avq_llama_reset (ref);
+    g_assert_true (avq_llama_prefill (ref, emb[s], len[s], w, &error));
+    g_assert_no_error (error);
+    for (int k = 0; k < B_STEPS; k++) {
+      tokens[s][k] = avq_logits_argmax (w + (gsize) k * V, V);
+      g_assert_true (avq_llama_decode (ref, tokens[s][k], w + (gsize) (k + 1) * V, &error));
+      g_assert_no_error (error);
+    }
+  }
+
+  g_autoptr (AvqLlama) llama = avq_llama_new (model, 1024, &error);
+  g_assert_no_error (error);
+  avq_llama_set_threads (llama, 2);
+  g_assert_cmpint (avq_llama_sequences (llama), ==, 1);
+  g_assert_true (avq_llama_set_sequences (llama, B_SEQS, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (avq_llama_sequences (llama), ==, B_SEQS);
+  g_autofree float *logits = g_new (float, (gsize) B_SEQS * V);
+  /* prefill in another order than the sequence numbers */
+  for (int s = B_SEQS - 1; s >= 0; s--) {
+    g_assert_true (avq_llama_prefill_sequence (llama, s, emb[s], len[s], logits, &error));
+    g_assert_no_error (error);
+    assert_rel (logits, want + (gsize) s * (B_STEPS + 1) * V, V, 1e-6, "prefill", s, 0);
+  }
+
+  /* each step: calls of (sequences); every sequence advances once */
+  static const int plan[B_STEPS][2][4] = {
+    { { 3, 0, 1, 2 }, { 0 } },
+    { { 3, 2, 0, 1 }, { 0 } },
+    { { 2, 2, 0 }, { 1, 1 } },     /* a subset, then a batch of one */
+    { { 1, 1 }, { 2, 0, 2 } },
+    { { 3, 1, 2, 0 }, { 0 } },
+  };
+  double worst = 0;
+  for (int k = 0; k < B_STEPS; k++) {
+    for (int c = 0; c < 2; c++) {
+      int n = plan[k][c][0];
+      if (n == 0)
+        continue;
+      int seqs[3], toks[3];
+      for (int i = 0; i < n; i++) {
+        seqs[i] = plan[k][c][1 + i];
+        toks[i] = tokens[seqs[i]][k];
+      }
+      g_assert_true (avq_llama_decode_batch (llama, seqs, toks, n, logits, &error));
+      g_assert_no_error (error);
+      for (int i = 0; i < n; i++)
+        worst = MAX (worst, assert_rel (logits + (gsize) i * V,
+                                        want + ((gsize) seqs[i] * (B_STEPS + 1) + k + 1) * V,
+                                        V, 1e-5, "batch decode", seqs[i], k + 1));
+    }
+    for (int s = 0; s < B_SEQS; s++)
+      g_assert_cmpint (avq_llama_sequence_n_past (llama, s), ==, len[s] + k + 1);
+  }
+  g_test_message ("%d sequences, %d steps: worst rel err %.3g against each sequence alone",
+                  B_SEQS, B_STEPS, worst);
+
+  /* the single-sequence API is sequence 0's: decode continues it, n_past
+   * and reset are its own */
+  g_assert_cmpint (avq_llama_n_past (llama), ==, len[0] + B_STEPS);
+  int next = avq_logits_argmax (want + ((gsize) B_STEPS) * V, V);
+  avq_llama_reset (ref);
+  g_autofree float *alone = g_new (float, V);
+  g_assert_true (avq_llama_prefill (ref, emb[0], len[0], NULL, &error));
+  for (int k = 0; k < B_STEPS; k++)
+    g_assert_true (avq_llama_decode (ref, tokens[0][k], alone, &error));
+  g_assert_true (avq_llama_decode (ref, next, alone, &error));
+  g_assert_true (avq_llama_decode (llama, next, logits, &error));
+  g_assert_no_error (error);
+  assert_rel (logits, alone, V, 1e-5, "decode on sequence 0", 0, B_STEPS + 1);
+  g_assert_cmpint (avq_llama_n_past (llama), ==, len[0] + B_STEPS + 1);
+  g_assert_cmpint (avq_llama_sequence_n_past (llama, 1), ==, len[1] + B_STEPS);
+  avq_llama_reset (llama);
+  g_assert_cmpint (avq_llama_sequence_n_past (llama, 0), ==, 0);
+  g_assert_cmpint (avq_llama_sequence_n_past (llama, 1), ==, len[1] + B_STEPS);
+  avq_llama_reset_sequence (llama, 2);
+  g_assert_cmpint (avq_llama_sequence_n_past (llama, 2), ==, 0);
+  g_assert_cmpint (avq_llama_sequence_n_past (llama, 1), ==, len[1] + B_STEPS);
+
+  /* sequence 1 was left alone by all that: one more batched step of it */
+  int seq1 = 1, tok1 = avq_logits_argmax (want + ((gsize) 1 * (B_STEPS + 1) + B_STEPS) * V, V);
+  avq_llama_reset (ref);
+  g_assert_true (avq_llama_prefill (ref, emb[1], len[1], NULL, &error));
+  for (int k = 0; k < B_STEPS; k++)
+    g_assert_true (avq_llama_decode (ref, tokens[1][k], alone, &error));
+  g_assert_true (avq_llama_decode (ref, tok1, alone, &error));
+  g_assert_true (avq_llama_decode_batch (llama, &seq1, &tok1, 1, logits, &error));
+  g_assert_no_error (error);
+  assert_rel (logits, alone, V, 1e-5, "sequence 1 after the others' resets", 1, B_STEPS + 1);
+
+  /* the same count again only forgets; another count reallocates */
+  g_assert_true (avq_llama_set_sequences (llama, B_SEQS, &error));
+  for (int s = 0; s < B_SEQS; s++)
+    g_assert_cmpint (avq_llama_sequence_n_past (llama, s), ==, 0);
+  g_assert_true (avq_llama_set_sequences (llama, 1, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (avq_llama_sequences (llama), ==, 1);
+  g_assert_true (avq_llama_prefill (llama, emb[1], len[1], logits, &error));
+  assert_rel (logits, want + (gsize) 1 * (B_STEPS + 1) * V, V, 1e-6,
+              "prefill after going back to one sequence", 0, 0);
+  for (int s = 0; s < B_SEQS; s++)
+    g_free (emb[s]);
+}
+
+/* The GQA model in many sequences at once, each row against the naive
+ * decoder: 6, 7 and 9 sequences (groups of 3 and 4 inputs in the fused
+ * kernels), 70 (more rows than the fused kernels take: widened blocks +
+ * sgemm), and the cache growing under all of them. */
+typedef struct {
+  AvqDType dtype;
+  gboolean tied, no_simd;
+  int n_seqs;
+} BatchGqaCase;
+
+#define MAX_IDS 24
+
+static void
+test_batch_gqa (gconstpointer data)
+{
+  const BatchGqaCase *c = data;
+  g_autofree char *dir = gqa_model_dir (c->dtype, c->tied);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqModel) model = avq_model_open (dir, &error);
+  g_assert_no_error (error);
+  g_autoptr (AvqLlama) llama = avq_llama_new (model, 8, &error);
+  g_assert_no_error (error);
+  if (c->no_simd)
+    avq_llama_set_simd (llama, FALSE);
+  avq_llama_set_threads (llama, 2);
+  int S = c->n_seqs;
+  g_assert_cmpint (S, >=, 6);
+  g_assert_true (avq_llama_set_sequences (llama, S, &error));
+  g_assert_no_error (error);
+
+  /* sequence s: a prompt of 1 + s % 6 positions */
+  g_autofree int *ids = g_new (int, (gsize) S * MAX_IDS);
+  g_autofree int *n_ids = g_new (int, S);
+  float logits1[G_VOCAB], emb[8 * G_HIDDEN];
+  for (int s = 0; s < S; s++) {
+    int *sid = ids + (gsize) s * MAX_IDS;
+    n_ids[s] = 1 + s % 6;
+    for (int j = 0; j < n_ids[s]; j++)
+      sid[j] = (s * 7 + j * 13 + 3) % G_VOCAB;
+    g_assert_true (avq_llama_embed (llama, sid, n_ids[s], emb, &error));
+    g_assert_true (avq_llama_prefill_sequence (llama, s, emb, n_ids[s], logits1, &error));
+    g_assert_no_error (error);
+    if (s < 3)
+      assert_logits (model, sid, n_ids[s], logits1, "prefill of one sequence");
+  }
+
+  g_autofree float *logits = g_new (float, (gsize) S * G_VOCAB);
+  g_autofree int *seqs = g_new (int, S);
+  g_autofree int *toks = g_new (int, S);
+  for (int step = 0; step < 6; step++) {
+    if (step == 2) {
+      /* prompts of 6 positions (S >= 6) + 2 steps fill their caches of 8 */
+      g_assert_false (avq_llama_decode_batch (llama, seqs, toks, S, logits, &error));
+      g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+      g_clear_error (&error);
+      g_assert_true (avq_llama_reserve (llama, 12, &error));
+      g_assert_no_error (error);
+      g_assert_cmpint (avq_llama_max_context (llama), ==, 12);
+    }
+    for (int i = 0; i < S; i++) {
+      /* every other step in reverse order */
+      int s = step % 2 ? S - 1 - i : i;
+      seqs[i] = s;
+      toks[i] = (s * 5 + step * 11 + 1) % G_VOCAB;
+    }
+    if (step == 2)   /* the failed step changed nothing */
+      for (int s = 0; s < S; s++)
+        g_assert_cmpint (avq_llama_sequence_n_past (llama, s), ==, n_ids[s]);
+    g_assert_true (avq_llama_decode_batch (llama, seqs, toks, S, logits, &error));
+    g_assert_no_error (error);
+    double worst = 0;
+    for (int i = 0; i < S; i++) {
+      int s = seqs[i];
+      int *sid = ids + (gsize) s * MAX_IDS;
+      sid[n_ids[s]++] = toks[i];
+      g_assert_cmpint (avq_llama_sequence_n_past (llama, s), ==, n_ids[s]);
+      double want[G_VOCAB];
+      float wantf[G_VOCAB];
+      naive_logits (model, sid, n_ids[s], want);
+      for (int v = 0; v < G_VOCAB; v++)
+        wantf[v] = (float) want[v];
+      double rel = avq_test_rel_error (logits + (gsize) i * G_VOCAB, wantf, G_VOCAB);
+      worst = MAX (worst, rel);
+      g_assert_cmpfloat (rel, <=, 2e-5);
+    }
+    g_test_message ("step %d, %d sequences: worst rel err %.3g against the naive decoder",
+                    step, S, worst);
+  }
+  remove_dir (dir);
+}
+
+/* Invalid batches are refused before anything changes. */
+static void
+test_batch_errors (void)
+{
+  g_autofree char *dir = gqa_model_dir (AVQ_DTYPE_F16, FALSE);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqModel) model = avq_model_open (dir, &error);
+  g_assert_no_error (error);
+  g_autoptr (AvqLlama) llama = avq_llama_new (model, 2048, &error);
+  g_assert_no_error (error);
+  g_assert_true (avq_llama_set_sequences (llama, 3, &error));
+  int ids[3][MAX_IDS] = { { 4, 9, 1 }, { 30 }, { 2, 2, 7, 41 } };
+  int n_ids[3] = { 3, 1, 4 };
+  float emb[4 * G_HIDDEN], logits[3 * G_VOCAB];
+  for (int s = 0; s < 3; s++) {
+    g_assert_true (avq_llama_embed (llama, ids[s], n_ids[s], emb, &error));
+    g_assert_true (avq_llama_prefill_sequence (llama, s, emb, n_ids[s], NULL, &error));
+    g_assert_no_error (error);
+  }
+
+  static const struct {
+    int n, seqs[3], toks[3];
+    const char *says;
+  } bad[] = {
+    { 2, { 0, 0 }, { 1, 2 }, "appears in rows 0 and 1" },
+    { 3, { 1, 2, 1 }, { 1, 2, 3 }, "appears in rows 0 and 2" },
+    { 2, { 0, 3 }, { 1, 2 }, "sequence 3 does not exist" },
+    { 1, { -1 }, { 1 }, "sequence -1 does not exist" },
+    { 2, { 2, 1 }, { 5, G_VOCAB }, "token id 50" },
+    { 1, { 0 }, { -1 }, "token id -1" },
+    { 0, { 0 }, { 1 }, "at least one" },
+  };
+  for (guint b = 0; b < G_N_ELEMENTS (bad); b++) {
+    g_assert_false (avq_llama_decode_batch (llama, bad[b].seqs, bad[b].toks, bad[b].n,
+                                            logits, &error));
+    g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+    g_test_message ("%s", error->message);
+    g_assert_nonnull (strstr (error->message, bad[b].says));
+    g_clear_error (&error);
+    for (int s = 0; s < 3; s++)
+      g_assert_cmpint (avq_llama_sequence_n_past (llama, s), ==, n_ids[s]);
+  }
+  g_assert_false (avq_llama_prefill_sequence (llama, 3, emb, 1, NULL, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_assert_false (avq_llama_set_sequences (llama, 0, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  /* 2^31 caches of 2048 positions (512 KiB each) exceed any address space.
+   * AddressSanitizer aborts on such a request unless told to fail it. */
+  gboolean asan = FALSE;
+#if defined(__SANITIZE_ADDRESS__)
+  asan = TRUE;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  asan = TRUE;
+#endif
+#endif
+  const char *asan_options = g_getenv ("ASAN_OPTIONS");
+  if (!asan || (asan_options && strstr (asan_options, "allocator_may_return_null=1"))) {
+    g_assert_false (avq_llama_set_sequences (llama, G_MAXINT, &error));
+    g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+    g_test_message ("%s", error->message);
+    g_assert_nonnull (strstr (error->message, "KiB a position a sequence"));
+    g_clear_error (&error);
+    g_assert_cmpint (avq_llama_sequences (llama), ==, 3);
+  } else {
+    g_test_message ("impossible allocation not tried: AddressSanitizer without "
+                    "ASAN_OPTIONS=allocator_may_return_null=1 would abort");
+  }
+
+  /* a full cache refuses the whole batch */
+  g_autoptr (AvqLlama) small = avq_llama_new (model, 4, &error);
+  g_assert_true (avq_llama_set_sequences (small, 2, &error));
+  g_assert_true (avq_llama_embed (small, ids[2], 4, emb, &error));
+  g_assert_true (avq_llama_prefill_sequence (small, 1, emb, 4, NULL, &error));
+  g_assert_true (avq_llama_prefill_sequence (small, 0, emb, 1, NULL, &error));
+  int both[2] = { 0, 1 }, toks[2] = { 3, 4 };
+  g_assert_false (avq_llama_decode_batch (small, both, toks, 2, logits, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_assert_nonnull (strstr (error->message, "sequence 1"));
+  g_clear_error (&error);
+  g_assert_cmpint (avq_llama_sequence_n_past (small, 0), ==, 1);
+  g_assert_cmpint (avq_llama_sequence_n_past (small, 1), ==, 4);
+
+  /* after all that, every sequence still continues correctly */
+  int all[3] = { 2, 0, 1 }, next[3] = { 11, 12, 13 };
+  g_assert_true (avq_llama_decode_batch (llama, all, next, 3, logits, &error));
+  g_assert_no_error (error);
+  for (int i = 0; i < 3; i++) {
+    int s = all[i];
+    ids[s][n_ids[s]++] = next[i];
+    assert_logits (model, ids[s], n_ids[s], logits + i * G_VOCAB, "after refused batches");
+  }
+  /* logits may be NULL: the caches still advance */
+  g_assert_true (avq_llama_decode_batch (llama, all, next, 3, NULL, &error));
+  g_assert_no_error (error);
+  for (int s = 0; s < 3; s++)
+    g_assert_cmpint (avq_llama_sequence_n_past (llama, s), ==, n_ids[s] + 1);
+  remove_dir (dir);
+}
+
+/* avq_llava_generate_batch against avq_llava_generate per request: the
+ * three fixture prompts (whose greedy ids HF gave) and a text-only one. */
+static void
+test_generate_batch (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqLlama) llama = avq_llama_new (avq_test_tiny_model (), 64, &error);
+  g_assert_no_error (error);
+  avq_llama_set_threads (llama, 2);
+  enum { N = 4 };
+  float *features[3];
+  GArray *prompts[N];
+  AvqLlavaRequest req[N];
+  for (int i = 0; i < 3; i++) {
+    features[i] = chelsea_features (&cases[i]);
+    prompts[i] = fixture_prompt (i == 1);   /* both forms */
+    req[i] = (AvqLlavaRequest) { (int *) prompts[i]->data, prompts[i]->len, features[i], 576 };
+  }
+  prompts[3] = text_prompt ();
+  req[3] = (AvqLlavaRequest) { (int *) prompts[3]->data, prompts[3]->len, NULL, 0 };
+
+  AvqGenerateOptions opts;
+  avq_generate_options_init (&opts);
+  opts.max_new_tokens = 8;
+  GArray *out[N];
+  AvqGenerateStats stats[N];
+  for (int i = 0; i < N; i++)
+    out[i] = g_array_new (FALSE, FALSE, sizeof (int));
+  g_assert_true (avq_llava_generate_batch (llama, req, N, &opts, out, stats, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (avq_llama_sequences (llama), ==, N);
+  for (int i = 0; i < 3; i++) {
+    g_autofree char *name = g_strdup_printf ("llm.%s.greedy", cases[i].tag);
+    JsonArray *greedy = json_object_get_array_member (json_node_get_object (reference_json ()),
+                                                      name);
+    g_assert_cmpuint (out[i]->len, ==, 8);
+    for (guint k = 0; k < 8; k++) {
+      JsonObject *step = json_array_get_object_element (greedy, k);
+      g_assert_cmpint (g_array_index (out[i], int, k), ==,
+                       (int) json_object_get_int_member (step, "id"));
+    }
+    g_assert_cmpint (stats[i].prompt_positions, ==, 594);
+  }
+  g_assert_cmpint (stats[3].prompt_positions, ==, 18);
+  for (int i = 0; i < N; i++) {
+    g_assert_cmpint (stats[i].generated, ==, (int) out[i]->len);
+    g_assert_true (stats[i].prefill_ms >= 0 && stats[i].decode_ms >= 0);
+  }
+
+  /* each alone (sequence 0 of the same decoder), with the batch's options:
+   * greedy; an EOS that stops request 0 after 2 tokens while the others
+   * go on; sampling, request i with seed + i */
+  for (int round = 0; round < 3; round++) {
+    avq_generate_options_init (&opts);
+    opts.max_new_tokens = 8;
+    if (round == 1)
+      opts.eos_token_id = g_array_index (out[0], int, 2);
+    if (round == 2) {
+      opts.temperature = 1.0f;
+      opts.top_p = 0.9f;
+      opts.seed = 99;
+    }
+    GArray *got[N];
+    AvqGenerateStats st[N];
+    for (int i = 0; i < N; i++)
+      got[i] = g_array_new (FALSE, FALSE, sizeof (int));
+    g_assert_true (avq_llava_generate_batch (llama, req, N, &opts, got, st, &error));
+    g_assert_no_error (error);
+    for (int i = 0; i < N; i++) {
+      AvqGenerateOptions alone_opts = opts;
+      alone_opts.seed = opts.seed + i;
+      AvqGenerateStats alone_st;
+      g_autoptr (GArray) alone = g_array_new (FALSE, FALSE, sizeof (int));
+      g_assert_true (avq_llava_generate (llama, req[i].prompt_ids, req[i].n_ids,
+                                         req[i].image_features, req[i].n_image_rows,
+                                         &alone_opts, alone, &alone_st, &error));
+      g_assert_no_error (error);
+      g_test_message ("round %d, request %d: %u tokens%s", round, i, got[i]->len,
+                      st[i].hit_eos ? " then EOS" : "");
+      g_assert_cmpmem (got[i]->data, got[i]->len * sizeof (int),
+                       alone->data, alone->len * sizeof (int));
+      g_assert_cmpint (st[i].hit_eos, ==, alone_st.hit_eos);
+      g_assert_cmpint (st[i].generated, ==, alone_st.generated);
+      g_assert_cmpint (st[i].prompt_positions, ==, alone_st.prompt_positions);
+    }
+    if (round == 1) {
+      g_assert_cmpuint (got[0]->len, ==, 2);
+      g_assert_true (st[0].hit_eos);
+    }
+    for (int i = 0; i < N; i++)
+      g_array_unref (got[i]);
+  }
+
+  /* a bad request fails the call before anything runs */
+  int bad_ids[] = { 1, 32064 };
+  AvqLlavaRequest bad[2] = { req[3], { bad_ids, 2, NULL, 0 } };
+  GArray *two[2] = { out[0], out[1] };
+  guint before = out[0]->len;
+  g_assert_false (avq_llava_generate_batch (llama, bad, 2, NULL, two, NULL, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_test_message ("%s", error->message);
+  g_assert_nonnull (strstr (error->message, "request 1"));
+  g_clear_error (&error);
+  g_assert_cmpuint (out[0]->len, ==, before);
+
+  for (int i = 0; i < N; i++) {
+    g_array_unref (out[i]);
+    g_array_unref (prompts[i]);
+    if (i < 3)
+      g_free (features[i]);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -731,5 +1212,24 @@ main (int argc, char **argv)
     g_test_add_data_func (path, &gqa[i], test_gqa);
   }
   g_test_add_func ("/llama/gqa/long-prompt", test_gqa_long_prompt);
+
+  g_test_add_func ("/llama/batch/fixture", test_batch_fixture);
+  g_test_add_func ("/llama/batch/errors", test_batch_errors);
+  g_test_add_func ("/llama/batch/generate", test_generate_batch);
+  static const BatchGqaCase batch[] = {
+    { AVQ_DTYPE_F16, FALSE, FALSE, 6 },
+    { AVQ_DTYPE_F32, FALSE, FALSE, 9 },
+    { AVQ_DTYPE_BF16, TRUE, FALSE, 7 },
+    { AVQ_DTYPE_F16, TRUE, TRUE, 6 },
+    { AVQ_DTYPE_F16, FALSE, FALSE, 70 },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (batch); i++) {
+    g_autofree char *path = g_strdup_printf ("/llama/batch/gqa/%s%s%s/%d-sequences",
+                                             avq_dtype_name (batch[i].dtype),
+                                             batch[i].tied ? "-tied" : "",
+                                             batch[i].no_simd ? "-scalar" : "",
+                                             batch[i].n_seqs);
+    g_test_add_data_func (path, &batch[i], test_batch_gqa);
+  }
   return g_test_run ();
 }

@@ -25,6 +25,7 @@ struct _AvqCudaContext {
   float *convert;           /* host scratch for dtype conversion */
   void *blas_workspace;     /* device */
   GHashTable *graphs;       /* guint64 key -> cudaGraphExec_t */
+  GHashTable *warmed;       /* guint64 keys run once uncaptured */
   gboolean graphs_enabled;
   guint graphs_captured;
   guint64 weight_bytes;
@@ -59,6 +60,7 @@ avq_cuda_context_free (AvqCudaContext *ctx)
   if (ctx->graphs != NULL) {
     avq_cuda_context_drop_graphs (ctx);
     g_hash_table_destroy (ctx->graphs);
+    g_hash_table_destroy (ctx->warmed);
   }
   if (ctx->blas_workspace)
     (void) cudaFree (ctx->blas_workspace);
@@ -124,6 +126,8 @@ avq_cuda_context_new (int device_ordinal, const char *name_suffix,
   ctx->allocations = g_ptr_array_new ();
   ctx->host = g_ptr_array_new ();
   ctx->graphs = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free,
+                                       NULL);
+  ctx->warmed = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free,
                                        NULL);
   const char *env = g_getenv ("AVQ_CUDA_GRAPHS");
   ctx->graphs_enabled = env == NULL || g_strcmp0 (env, "0") != 0;
@@ -254,6 +258,8 @@ avq_cuda_context_drop_graphs (AvqCudaContext *ctx)
   while (g_hash_table_iter_next (&it, NULL, &value))
     (void) cudaGraphExecDestroy ((cudaGraphExec_t) value);
   g_hash_table_remove_all (ctx->graphs);
+  /* `warmed` stays: the warm-up is about kernels and shapes, not about the
+   * buffers whose move dropped the graphs. */
 }
 
 void
@@ -312,6 +318,16 @@ avq_cuda_context_run_graph (AvqCudaContext *ctx, guint64 key,
 {
   if (!ctx->graphs_enabled)
     return issue (data, error);
+  /* The first run of a key is not captured: it loads the kernels it needs
+   * (lazy module loading is not allowed while a stream captures) and lets
+   * cuBLAS set up for these shapes outside capture, the warm-up PyTorch
+   * also requires before torch.cuda.graph. The second run captures. */
+  if (!g_hash_table_contains (ctx->warmed, &key)) {
+    if (!issue (data, error))
+      return FALSE;
+    g_hash_table_add (ctx->warmed, g_memdup2 (&key, sizeof key));
+    return TRUE;
+  }
   cudaGraphExec_t exec = g_hash_table_lookup (ctx->graphs, &key);
   if (exec == NULL) {
     if (!capture (ctx, issue, data, &exec, error))

@@ -91,8 +91,9 @@ gboolean avq_cuda_context_upload (AvqCudaContext *ctx, const AvqTensor *t,
 typedef gboolean (*AvqCudaIssueFunc) (gpointer data, GError **error);
 
 /* Runs the pass cached under `key` (one graph per key: use the batch size or
- * a shape code): the first call captures `issue` into a graph, later calls
- * replay it; `issue` and `data` must describe the same pass every time for a
+ * a shape code): the first call runs `issue` directly (a warm-up: kernels
+ * load and cuBLAS sets up outside capture), the second captures it into a
+ * graph and launches that, later calls replay it; `issue` and `data` must describe the same pass every time for a
  * key. Enqueued on the stream, not synchronised. With graphs disabled
  * (avq_cuda_context_set_graphs, or AVQ_CUDA_GRAPHS=0 in the environment at
  * context creation) calls `issue` directly. A failed capture is discarded

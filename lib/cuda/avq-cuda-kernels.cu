@@ -265,10 +265,13 @@ __global__ void gather_kernel (const float *cb, const int32_t *index, int T,
 }
 
 __global__ void side_residual_kernel (const float *zhat, const int32_t *codes,
-                                      float r0, float mstep, float r2,
-                                      float lstep, const float *g1,
-                                      const float *b1, int T, int D, float *x)
+                                      const float *range, int bits,
+                                      const float *g1, const float *b1, int T,
+                                      int D, float *x)
 {
+  const float r0 = range[0], r2 = range[2];
+  const float mstep = side_step (r0, range[1], bits);
+  const float lstep = side_step (r2, range[3], bits);
   const size_t total = (size_t) T * D;
   for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < total;
        i += (size_t) gridDim.x * blockDim.x) {
@@ -488,12 +491,12 @@ avq_cuk_gather (cudaStream_t stream, const float *codebook,
 
 cudaError_t
 avq_cuk_side_residual (cudaStream_t stream, const float *zhat,
-                       const int32_t *codes, float r0, float mstep, float r2,
-                       float lstep, const float *gamma1, const float *beta1,
-                       int T, int D, float *x)
+                       const int32_t *codes, const float *range, int bits,
+                       const float *gamma1, const float *beta1, int T, int D,
+                       float *x)
 {
   AVQ_LAUNCH (side_residual_kernel, grid_for ((size_t) T * D, 256), 256, stream) (
-      zhat, codes, r0, mstep, r2, lstep, gamma1, beta1, T, D, x);
+      zhat, codes, range, bits, gamma1, beta1, T, D, x);
   return cudaGetLastError ();
 }
 

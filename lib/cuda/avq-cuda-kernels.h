@@ -73,11 +73,14 @@ cudaError_t avq_cuk_gather (cudaStream_t stream, const float *codebook,
                             const int32_t *index, int T, int D, float *q32,
                             uint16_t *q16);
 
-/* "side" residual: x = mu^ + exp(ls^) * (zhat - beta1) / gamma1, with
- * mu^ = r0 + code * mstep and ls^ = r2 + code * lstep. */
+/* "side" residual of one frame: x = mu^ + exp(ls^) * (zhat - beta1) /
+ * gamma1, with mu^ = r0 + code * mstep and ls^ = r2 + code * lstep, where
+ * range[4] = (r0, r1, r2, r3) is read from DEVICE memory (a captured graph
+ * replays with the current frame's ranges) and the steps are derived there
+ * as the CPU does: (hi - lo) / (2^bits - 1), or 1 when hi == lo. */
 cudaError_t avq_cuk_side_residual (cudaStream_t stream, const float *zhat,
-                                   const int32_t *codes, float r0, float mstep,
-                                   float r2, float lstep, const float *gamma1,
+                                   const int32_t *codes, const float *range,
+                                   int bits, const float *gamma1,
                                    const float *beta1, int T, int D, float *x);
 
 /* "derive" residual (AVQ-SPEC 5, cloud step 2), one block per token, in

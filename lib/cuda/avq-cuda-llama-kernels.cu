@@ -47,8 +47,10 @@ __device__ __forceinline__ float kv_load (const void *cache, int kv_half,
 
 __global__ void rope_kv_kernel (const float *qkv, int n, int nh, int nkv,
                                 int hd, const float *cos_t, const float *sin_t,
-                                int p0, __half *q16, void *kc, void *vc,
-                                int max_ctx, int kv_half)
+                                int p0, const int32_t *positions,
+                                const int32_t *slots, size_t slot_stride,
+                                __half *q16, void *kc, void *vc, int max_ctx,
+                                int kv_half)
 {
   const int W = (nh + 2 * nkv) * hd, half = hd / 2;
   const size_t total = (size_t) n * W;
@@ -56,7 +58,16 @@ __global__ void rope_kv_kernel (const float *qkv, int n, int nh, int nkv,
        i += (size_t) gridDim.x * blockDim.x) {
     const int r = (int) (i / W), c = (int) (i % W);
     const float *row = qkv + (size_t) r * W;
-    const int head = c / hd, j = c % hd, pos = p0 + r;
+    const int head = c / hd, j = c % hd;
+    // Per-row values from device memory: a graph replays them as they are
+    // at launch, not as they were at capture.
+    const int pos = positions ? positions[r] : p0 + r;
+    const size_t slot = slots ? (size_t) slots[r] * slot_stride : 0;
+    if (pos < 0 || pos >= max_ctx) {
+      if (head < nh)
+        q16[(size_t) r * nh * hd + c] = __float2half_rn (NAN);
+      continue;
+    }
     float out;
     if (head < nh + nkv) {
       // Rotate-half: (a, b) = (v[j'], v[j' + half]) ->
@@ -76,7 +87,7 @@ __global__ void rope_kv_kernel (const float *qkv, int n, int nh, int nkv,
       const bool is_k = head < nh + nkv;
       const int g = is_k ? head - nh : head - nh - nkv;
       kv_store (is_k ? kc : vc, kv_half,
-                ((size_t) g * max_ctx + pos) * hd + j, out);
+                slot + ((size_t) g * max_ctx + pos) * hd + j, out);
     }
   }
 }
@@ -132,20 +143,34 @@ __global__ void causal_softmax_kernel (const float *s, int n, int p0, int ld,
     p[row * ld + c] = __float2half_rn (c < valid ? expf (sr[c] - m) * inv : 0.0f);
 }
 
+// One block per (query head, row): blockIdx.x = row * nh + head.
 __global__ void decode_attention_kernel (const __half *q, const void *kc,
                                          const void *vc, int kv_half, int nh,
-                                         int nkv, int hd, int T, int max_ctx,
+                                         int nkv, int hd, int T0,
+                                         const int32_t *positions,
+                                         const int32_t *slots,
+                                         size_t slot_stride, int max_ctx,
                                          float scale, float *scratch,
                                          __half *out)
 {
   __shared__ float qs[AVQ_CUK_DECODE_MAX_HD];
   __shared__ float red[32];
-  const int h = blockIdx.x, g = h / (nh / nkv);
+  const int h = blockIdx.x % nh, r = blockIdx.x / nh, g = h / (nh / nkv);
+  const size_t qo = ((size_t) r * nh + h) * hd;
+  // The same for every thread of the block: returning here keeps the
+  // barriers below uniform.
+  const int T = positions ? positions[r] + 1 : T0;
+  if (T < 1 || T > max_ctx) {
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+      out[qo + d] = __float2half_rn (NAN);
+    return;
+  }
   for (int d = threadIdx.x; d < hd; d += blockDim.x)
-    qs[d] = __half2float (q[(size_t) h * hd + d]);
+    qs[d] = __half2float (q[qo + d]);
   __syncthreads ();
-  const size_t base = (size_t) g * max_ctx * hd;
-  float *s = scratch + (size_t) h * max_ctx;
+  const size_t base = (slots ? (size_t) slots[r] * slot_stride : 0) +
+                      (size_t) g * max_ctx * hd;
+  float *s = scratch + ((size_t) r * nh + h) * max_ctx;
   float m = -INFINITY;
   for (int j = threadIdx.x; j < T; j += blockDim.x) {
     float dot = 0.0f;
@@ -168,7 +193,7 @@ __global__ void decode_attention_kernel (const __half *q, const void *kc,
     float acc = 0.0f;
     for (int j = 0; j < T; j++)
       acc += s[j] * kv_load (vc, kv_half, base + (size_t) j * hd + d);
-    out[(size_t) h * hd + d] = __float2half_rn (acc * inv);
+    out[qo + d] = __float2half_rn (acc * inv);
   }
 }
 
@@ -182,13 +207,15 @@ __device__ __forceinline__ Top top_merge (Top a, Top b)
   return (b.v > a.v || (b.v == a.v && b.k < a.k)) ? b : a;
 }
 
-__global__ void argmax_kernel (const float *x, int n, int32_t *out)
+// One block per row.
+__global__ void argmax_kernel (const float *x, int n, size_t ld, int32_t *out)
 {
   __shared__ Top red[32];
+  const float *xr = x + (size_t) blockIdx.x * ld;
   Top t = { -INFINITY, 0x7fffffff };
   for (int k = threadIdx.x; k < n; k += blockDim.x)
-    if (x[k] > t.v)  // strict, k grows: lowest index on ties; NaN never wins
-      t = Top{ x[k], k };
+    if (xr[k] > t.v)  // strict, k grows: lowest index on ties; NaN never wins
+      t = Top{ xr[k], k };
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int off = 16; off > 0; off >>= 1) {
     Top o;
@@ -205,7 +232,20 @@ __global__ void argmax_kernel (const float *x, int n, int32_t *out)
     Top r = red[0];
     for (int w = 1; w < warps; w++)
       r = top_merge (r, red[w]);
-    out[0] = r.k == 0x7fffffff ? 0 : r.k;
+    out[blockIdx.x] = r.k == 0x7fffffff ? 0 : r.k;
+  }
+}
+
+__global__ void fill_random_kernel (void *dst, int half, size_t n,
+                                    uint64_t seed, float scale, float offset)
+{
+  for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < n;
+       i += (size_t) gridDim.x * blockDim.x) {
+    const float v = offset + scale * avq_cuk_random_unit (seed, i);
+    if (half)
+      reinterpret_cast<__half *> (dst)[i] = __float2half_rn (v);
+    else
+      reinterpret_cast<float *> (dst)[i] = v;
   }
 }
 
@@ -225,15 +265,16 @@ avq_cuk_rmsnorm (cudaStream_t stream, const float *x, int n, int d,
 cudaError_t
 avq_cuk_rope_kv (cudaStream_t stream, const float *qkv, int n, int nh, int nkv,
                  int hd, const float *cos_t, const float *sin_t, int p0,
-                 uint16_t *q16, void *k_cache, void *v_cache, int max_ctx,
-                 int kv_half)
+                 const int32_t *positions, const int32_t *slots,
+                 size_t slot_stride, uint16_t *q16, void *k_cache,
+                 void *v_cache, int max_ctx, int kv_half)
 {
   if (hd <= 0 || hd % 2 != 0 || nkv <= 0 || n <= 0)
     return cudaErrorInvalidValue;
   size_t total = (size_t) n * (nh + 2 * nkv) * hd;
   AVQ_LAUNCH (rope_kv_kernel, grid_for (total, 256), 256, stream) (
-      qkv, n, nh, nkv, hd, cos_t, sin_t, p0, as_half (q16), k_cache, v_cache,
-      max_ctx, kv_half);
+      qkv, n, nh, nkv, hd, cos_t, sin_t, p0, positions, slots, slot_stride,
+      as_half (q16), k_cache, v_cache, max_ctx, kv_half);
   return cudaGetLastError ();
 }
 
@@ -276,23 +317,38 @@ avq_cuk_causal_softmax (cudaStream_t stream, const float *scores, int rows,
 cudaError_t
 avq_cuk_decode_attention (cudaStream_t stream, const uint16_t *q16,
                           const void *k_cache, const void *v_cache,
-                          int kv_half, int nh, int nkv, int hd, int T,
-                          int max_ctx, float scale, float *scratch,
-                          uint16_t *out16)
+                          int kv_half, int n, int nh, int nkv, int hd, int T,
+                          const int32_t *positions, const int32_t *slots,
+                          size_t slot_stride, int max_ctx, float scale,
+                          float *scratch, uint16_t *out16)
 {
-  if (nkv <= 0 || nh % nkv != 0 || hd <= 0 || hd > AVQ_CUK_DECODE_MAX_HD ||
-      T <= 0 || T > max_ctx)
+  if (n <= 0 || nkv <= 0 || nh % nkv != 0 || hd <= 0 ||
+      hd > AVQ_CUK_DECODE_MAX_HD || max_ctx <= 0 ||
+      (positions == NULL && (T <= 0 || T > max_ctx)))
     return cudaErrorInvalidValue;
-  AVQ_LAUNCH (decode_attention_kernel, nh, 128, stream) (
+  AVQ_LAUNCH (decode_attention_kernel, nh * n, 128, stream) (
       reinterpret_cast<const __half *> (q16), k_cache, v_cache, kv_half, nh,
-      nkv, hd, T, max_ctx, scale, scratch, as_half (out16));
+      nkv, hd, T, positions, slots, slot_stride, max_ctx, scale, scratch,
+      as_half (out16));
   return cudaGetLastError ();
 }
 
 cudaError_t
-avq_cuk_argmax (cudaStream_t stream, const float *x, int n, int32_t *out)
+avq_cuk_argmax (cudaStream_t stream, const float *x, int rows, int n,
+                size_t ld, int32_t *out)
 {
-  AVQ_LAUNCH (argmax_kernel, 1, 1024, stream) (x, n, out);
+  if (rows <= 0 || n <= 0 || ld < (size_t) n)
+    return cudaErrorInvalidValue;
+  AVQ_LAUNCH (argmax_kernel, rows, 1024, stream) (x, n, ld, out);
+  return cudaGetLastError ();
+}
+
+cudaError_t
+avq_cuk_fill_random (cudaStream_t stream, void *dst, int half, size_t n,
+                     uint64_t seed, float scale, float offset)
+{
+  AVQ_LAUNCH (fill_random_kernel, grid_for (n, 256), 256, stream) (
+      dst, half, n, seed, scale, offset);
   return cudaGetLastError ();
 }
 

@@ -21,14 +21,22 @@ cudaError_t avq_cuk_rmsnorm (cudaStream_t stream, const float *x, int n, int d,
                              uint16_t *y16);
 
 /* Rotary embeddings (HF rotate-half: pairs (j, j + hd/2)) and the KV cache
- * write, for n rows of qkv [n, (nh + 2 nkv) hd] fp32 (q | k | v) at
- * positions p0 .. p0+n-1. cos/sin are tables [positions][hd/2] (the CPU's,
- * from rope_theta). q16 [n, nh hd] receives rotated q; k (rotated) and v go
- * to the cache of one layer, laid out [nkv][max_ctx][hd], fp16 (kv_half)
- * or fp32. */
+ * write, for n rows of qkv [n, (nh + 2 nkv) hd] fp32 (q | k | v). cos/sin
+ * are tables [max_ctx][hd/2] (the CPU's, from rope_theta). q16 [n, nh hd]
+ * receives rotated q; k (rotated) and v go to a cache laid out
+ * [nkv][max_ctx][hd], fp16 (kv_half) or fp32.
+ *
+ * Row r's position is positions[r] and its cache starts slot_stride
+ * elements times slots[r] after k_cache / v_cache, both read from device
+ * memory (so that a captured graph replays with new values); positions ==
+ * NULL means p0 + r, slots == NULL slot 0. A row whose position is outside
+ * [0, max_ctx) writes nothing to the cache and NaN to its q (the host
+ * checks positions; this keeps a bad one from writing out of bounds). */
 cudaError_t avq_cuk_rope_kv (cudaStream_t stream, const float *qkv, int n,
                              int nh, int nkv, int hd, const float *cos_t,
-                             const float *sin_t, int p0, uint16_t *q16,
+                             const float *sin_t, int p0,
+                             const int32_t *positions, const int32_t *slots,
+                             size_t slot_stride, uint16_t *q16,
                              void *k_cache, void *v_cache, int max_ctx,
                              int kv_half);
 
@@ -53,22 +61,52 @@ cudaError_t avq_cuk_causal_softmax (cudaStream_t stream, const float *scores,
                                     int rows, int n, int p0, int ld,
                                     uint16_t *probs);
 
-/* Single-token attention over the cache of one layer ([nkv][max_ctx][hd],
- * fp16 or fp32): query head h (q16 [nh hd]) uses kv head h / (nh / nkv),
- * keys 0 .. T-1; scores fp32 in `scratch` [nh, max_ctx]; out16 [nh hd].
- * Head size at most AVQ_CUK_DECODE_MAX_HD. */
+/* Decode attention, one query row per sequence: row r (q16 [n, nh hd])
+ * attends over keys 0 .. T_r - 1 of the cache that starts slot_stride
+ * elements times slots[r] after k_cache / v_cache (each [nkv][max_ctx][hd],
+ * fp16 or fp32); query head h uses kv head h / (nh / nkv). T_r =
+ * positions[r] + 1 read from device memory, or T for every row when
+ * positions is NULL (slots NULL: slot 0). One block per (head, row); scores
+ * fp32 in `scratch` [n, nh, max_ctx]; out16 [n, nh hd]. A row whose T_r is
+ * outside [1, max_ctx] gets NaN. Head size at most AVQ_CUK_DECODE_MAX_HD. */
 #define AVQ_CUK_DECODE_MAX_HD 256
 cudaError_t avq_cuk_decode_attention (cudaStream_t stream,
                                       const uint16_t *q16, const void *k_cache,
-                                      const void *v_cache, int kv_half, int nh,
-                                      int nkv, int hd, int T, int max_ctx,
-                                      float scale, float *scratch,
+                                      const void *v_cache, int kv_half, int n,
+                                      int nh, int nkv, int hd, int T,
+                                      const int32_t *positions,
+                                      const int32_t *slots, size_t slot_stride,
+                                      int max_ctx, float scale, float *scratch,
                                       uint16_t *out16);
 
-/* out[0] = the index of the largest of x[0 .. n-1], lowest index on ties,
- * NaN never wins (0 when nothing compares). */
-cudaError_t avq_cuk_argmax (cudaStream_t stream, const float *x, int n,
-                            int32_t *out);
+/* out[r] = the index of the largest of row r of x (rows of n, stride ld),
+ * for `rows` rows: lowest index on ties, NaN never wins (0 when nothing
+ * compares). One block per row. */
+cudaError_t avq_cuk_argmax (cudaStream_t stream, const float *x, int rows,
+                            int n, size_t ld, int32_t *out);
+
+/* Benchmark facility (random weights made on the device, see
+ * AvqCudaLlamaDesc.random_seed): dst[i] = offset + scale u_i, u_i in
+ * [-1, 1) from a hash of (seed, i) (splitmix64; the same values whatever
+ * the launch shape), fp16 when `half`, else fp32. */
+cudaError_t avq_cuk_fill_random (cudaStream_t stream, void *dst, int half,
+                                 size_t n, uint64_t seed, float scale,
+                                 float offset);
+
+/* The value avq_cuk_fill_random stores before rounding (host and device). */
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline float
+avq_cuk_random_unit (uint64_t seed, uint64_t i)
+{
+  uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  /* 24 bits: exact in float; [0, 2^24) -> [-1, 1). */
+  return (float) (int32_t) (z >> 40) * (1.0f / 8388608.0f) - 1.0f;
+}
 
 #ifdef __cplusplus
 }

@@ -1,31 +1,43 @@
 /* The LLaMA decoder on CUDA: memory, uploads, cuBLAS calls and the order of
- * prefill and decode. Kernels live in avq-cuda-kernels.cu.
+ * prefill and decode. Kernels live in avq-cuda-llama-kernels.cu.
  *
  * Row-major matrices as everywhere in the project; Y[n, out] = X[n, in] W^T
  * (W [out, in]) is the column-major Y^T = op_T(W) X^T (see avq-cuda.c).
  *
- * Per layer (n rows at positions p0 ..):
+ * Per layer (n rows):
  *   h16 = RMSNorm(x)                      (fp32 math, fp16 out)
  *   qkv32 = h16 Wqkv^T                    (q, k, v stacked: one GEMM)
  *   q16, cache <- RoPE(q), RoPE(k), v     (one kernel)
- *   prefill: S = scale Q K^T (strided-batched GEMM, GQA via stride 0 on K),
+ *   prefill (one sequence, positions p0 ..):
+ *            S = scale Q K^T (strided-batched GEMM, GQA via stride 0 on K),
  *            causal softmax, O = P V (strided-batched)
- *   decode:  one attention kernel over the cache
+ *   decode (one row per sequence): one attention kernel over each row's
+ *            own cache, its length read from device memory
  *   x += O Wo^T                           (GEMM with beta = 1)
  *   h16 = RMSNorm(x); gu32 = h16 [Wg; Wu]^T; g16 = silu(g) u
  *   x += g16 Wd^T                         (GEMM with beta = 1)
- * then logits = RMSNorm(x_last) Wlm^T in fp32. */
+ * then logits = RMSNorm(x) Wlm^T in fp32 (the last prefill row, or every
+ * decode row), and for decode an argmax per row on the device.
+ *
+ * The decode step is one pass for n sequences: its per-step inputs (token
+ * ids, positions, sequence slots) go through a pinned host buffer copied to
+ * the device inside the pass, so the pass is the same every step and runs
+ * as a CUDA graph captured once per n (avq_cuda_context_run_graph). */
 #include "avq-cuda-llama.h"
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <string.h>
 #include "avq-cuda-context.h"
+#include "avq-cuda-flash.h"
 #include "avq-cuda-llama-kernels.h"
 #include "avq-error.h"
 
-/* Prefill rows per pass: bounds the [heads, rows, context] score buffers. */
+/* Prefill rows per pass: bounds the [heads, rows, context] score buffers.
+ * The activation buffers hold this many rows, which is also the most
+ * sequences a decode step can batch. */
 #define CHUNK_ROWS 512
+G_STATIC_ASSERT (AVQ_CUDA_LLAMA_MAX_SEQUENCES <= CHUNK_ROWS);
 
 typedef struct {
   float *attn_norm, *mlp_norm;   /* fp32 [H] */
@@ -38,6 +50,7 @@ typedef struct {
 struct _AvqCudaLlama {
   int H, nh, nkv, hd, ffn, vocab, n_layers, q_dim, kv_dim, qkv_dim;
   float eps, theta, scale;
+  gboolean flash;        /* prefill attention: AVQ_CUDA_ATTENTION=flash */
 
   AvqCudaContext *ctx;   /* device, allocations, staging, upload stats */
   cudaStream_t stream;   /* the context's */
@@ -46,22 +59,35 @@ struct _AvqCudaLlama {
   guint16 *embed16, *lm16;   /* [vocab, H]; the same when tied */
   float *final_norm;
   CudaLLayer *layers;
+  guint64 random_seed, random_bytes;   /* benchmark weights (desc) */
+  int random_tensors;
 
-  /* KV cache, fp16: [layer][kvh][max_ctx][hd] */
-  int max_ctx;
+  /* KV cache, fp16: [layer][seq][kvh][max_ctx][hd]; one sequence's slice
+   * of a layer is laid out as a single-sequence cache, so prefill and the
+   * attention GEMMs see no difference. */
+  int max_ctx, n_seq;
   guint16 *k_cache, *v_cache;
   float *rope_cos, *rope_sin;   /* device [max_ctx][hd/2] */
-  float *scores;                /* prefill [nh, CHUNK_ROWS, ctx_pad]; decode [nh, max_ctx] */
+  /* prefill [nh, CHUNK_ROWS, ctx_pad]; decode [n_seq, nh, max_ctx] */
+  float *scores;
   guint16 *probs;
 
   /* activations for up to CHUNK_ROWS rows */
-  float *x, *qkv32, *gu32, *logits;
+  float *x, *qkv32, *gu32;
   guint16 *h16, *q16, *att16, *g16;
-  gint32 *d_ids, *d_argmax;
+  float *logits;     /* [n_seq, vocab] */
+  gint32 *d_step;    /* [3 n_seq]: tokens | positions | sequence slots */
+  gint32 *d_argmax;  /* [n_seq] */
 
-  /* pinned host mirrors */
-  float *h_emb, *h_logits;
-  gint32 *h_ids;
+  /* pinned host buffers; h_logits and h_step change size with n_seq and
+   * are freed here, not by the context */
+  float *h_emb;      /* [CHUNK_ROWS, H] */
+  float *h_logits;   /* [n_seq, vocab] */
+  gint32 *h_step;    /* [4 n_seq]: d_step's mirror, then the argmax */
+
+  /* Work may be queued that reads the pinned buffers (a call failed
+   * midway): synchronise before writing them again. */
+  gboolean dirty;
 };
 
 #define DEV_ALLOC(field, type, count)                                     \
@@ -79,8 +105,13 @@ avq_cuda_llama_free (AvqCudaLlama *cl)
 {
   if (cl == NULL)
     return;
-  /* The context frees every device allocation and pinned buffer. */
+  /* The context synchronises and frees every device allocation and the
+   * pinned buffers it keeps; the resizable pinned buffers are ours. */
   avq_cuda_context_free (cl->ctx);
+  if (cl->h_logits != NULL)
+    (void) cudaFreeHost (cl->h_logits);
+  if (cl->h_step != NULL)
+    (void) cudaFreeHost (cl->h_step);
   g_free (cl->layers);
   g_free (cl);
 }
@@ -103,17 +134,31 @@ upload (AvqCudaLlama *cl, const AvqCudaMatrix *m, const float *host, gsize n,
 }
 
 static gboolean
-check_matrix (const AvqCudaMatrix *m, int rows, int cols, const char *what,
-              GError **error)
+check_matrix (const AvqCudaMatrix *m, int rows, int cols, gboolean random,
+              const char *what, GError **error)
 {
-  if (m->data == NULL || m->rows != rows || m->cols != cols ||
-      (m->dtype != AVQ_DTYPE_F32 && m->dtype != AVQ_DTYPE_F16 &&
-       m->dtype != AVQ_DTYPE_BF16)) {
+  if ((m->data == NULL && !random) || m->rows != rows || m->cols != cols ||
+      (m->data != NULL && m->dtype != AVQ_DTYPE_F32 &&
+       m->dtype != AVQ_DTYPE_F16 && m->dtype != AVQ_DTYPE_BF16)) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
-                 "CUDA LLaMA: %s is [%d, %d] of dtype %d, expected a float [%d, %d]",
-                 what, m->rows, m->cols, (int) m->dtype, rows, cols);
+                 "CUDA LLaMA: %s is [%d, %d] of dtype %d%s, expected a float [%d, %d]",
+                 what, m->rows, m->cols, (int) m->dtype,
+                 m->data == NULL ? " without data" : "", rows, cols);
     return FALSE;
   }
+  return TRUE;
+}
+
+/* Benchmark weights: n values offset + scale u, u uniform in [-1, 1), each
+ * tensor from its own seed. */
+static gboolean
+fill_random (AvqCudaLlama *cl, void *dst, gboolean half, gsize n, float scale,
+             float offset, GError **error)
+{
+  const guint64 seed = cl->random_seed ^
+                       ((guint64) ++cl->random_tensors * 0xd1b54a32d192ed03ull);
+  CK (avq_cuk_fill_random (cl->stream, dst, half, n, seed, scale, offset));
+  cl->random_bytes += n * (half ? 2 : 4);
   return TRUE;
 }
 
@@ -131,8 +176,14 @@ upload_stacked (AvqCudaLlama *cl, const AvqCudaMatrix *const *mats, int count,
   gsize off = 0;
   for (int i = 0; i < count; i++) {
     gsize n = (gsize) mats[i]->rows * mats[i]->cols;
-    if (!upload (cl, mats[i], NULL, n, *dst + off, TRUE, error))
+    /* Standard deviation 1 / sqrt(in): activations keep their scale. */
+    if (mats[i]->data == NULL) {
+      if (!fill_random (cl, *dst + off, TRUE, n,
+                        sqrtf (3.0f / (float) mats[i]->cols), 0.0f, error))
+        return FALSE;
+    } else if (!upload (cl, mats[i], NULL, n, *dst + off, TRUE, error)) {
       return FALSE;
+    }
     off += n;
   }
   return TRUE;
@@ -142,9 +193,12 @@ static gboolean
 upload_vector (AvqCudaLlama *cl, const float *v, int n, float **dst,
                GError **error)
 {
-  return avq_cuda_context_dev_alloc (cl->ctx, (void **) dst,
-                                     sizeof (float) * n, error) &&
-         upload (cl, NULL, v, n, *dst, FALSE, error);
+  if (!avq_cuda_context_dev_alloc (cl->ctx, (void **) dst,
+                                   sizeof (float) * n, error))
+    return FALSE;
+  if (v == NULL)
+    return fill_random (cl, *dst, FALSE, n, 0.1f, 1.0f, error);
+  return upload (cl, NULL, v, n, *dst, FALSE, error);
 }
 
 static gboolean
@@ -152,7 +206,8 @@ init_context (AvqCudaLlama *cl, int device_ordinal, GError **error)
 {
   int count = 0;
   CK (cudaGetDeviceCount (&count));
-  cl->ctx = avq_cuda_context_new (device_ordinal, "", error);
+  cl->ctx = avq_cuda_context_new (device_ordinal,
+                                  cl->flash ? ", flash attention" : "", error);
   if (cl->ctx == NULL)
     return FALSE;
   cl->stream = avq_cuda_context_stream (cl->ctx);
@@ -192,48 +247,212 @@ upload_rope (AvqCudaLlama *cl, int max_ctx, GError **error)
   return TRUE;
 }
 
+/* Everything whose size depends on the context or the number of
+ * sequences, for the geometry being switched to. */
+typedef struct {
+  guint16 *k, *v, *probs;
+  float *scores;
+} Caches;
+
+static void
+release_caches (AvqCudaLlama *cl, Caches *c)
+{
+  avq_cuda_context_dev_release (cl->ctx, c->k);
+  avq_cuda_context_dev_release (cl->ctx, c->v);
+  avq_cuda_context_dev_release (cl->ctx, c->scores);
+  avq_cuda_context_dev_release (cl->ctx, c->probs);
+  memset (c, 0, sizeof *c);
+}
+
+static gboolean
+alloc_caches (AvqCudaLlama *cl, int n_seq, int max_ctx, Caches *c,
+              GError **error)
+{
+  const gsize slices = (gsize) cl->n_layers * n_seq * cl->nkv;
+  /* prefill scores [nh, CHUNK_ROWS, ctx_pad]; decode [n_seq, nh, max_ctx] */
+  const gsize ns = (gsize) cl->nh *
+                   MAX ((gsize) MIN (CHUNK_ROWS, max_ctx) * ctx_pad (max_ctx),
+                        (gsize) n_seq * max_ctx);
+  memset (c, 0, sizeof *c);
+  if (!DEV_ALLOC (c->k, guint16, slices * max_ctx * cl->hd) ||
+      !DEV_ALLOC (c->v, guint16, slices * max_ctx * cl->hd) ||
+      !DEV_ALLOC (c->scores, float, ns) || !DEV_ALLOC (c->probs, guint16, ns)) {
+    release_caches (cl, c);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Installs new caches (the stream must be idle: the old ones are freed). */
+static void
+swap_caches (AvqCudaLlama *cl, Caches *c)
+{
+  Caches old = { cl->k_cache, cl->v_cache, cl->probs, cl->scores };
+  release_caches (cl, &old);
+  cl->k_cache = c->k;
+  cl->v_cache = c->v;
+  cl->scores = c->scores;
+  cl->probs = c->probs;
+}
+
+/* Before anything reads or rewrites the pinned buffers or frees memory that
+ * queued work may still use. */
+static gboolean
+settle (AvqCudaLlama *cl, GError **error)
+{
+  if (cl->dirty)
+    CK (cudaStreamSynchronize (cl->stream));
+  cl->dirty = FALSE;
+  return TRUE;
+}
+
 gboolean
 avq_cuda_llama_reserve (AvqCudaLlama *cl, int max_context, int n_past,
                         GError **error)
 {
   if (max_context <= cl->max_ctx)
     return TRUE;
-  if (!avq_cuda_context_enter (cl->ctx, error))
+  if (n_past < 0 || n_past > cl->max_ctx) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "CUDA LLaMA: %d cached positions of %d reserved", n_past,
+                 cl->max_ctx);
     return FALSE;
-  const gsize slices = (gsize) cl->n_layers * cl->nkv;
-  guint16 *k = NULL, *v = NULL;
-  if (!DEV_ALLOC (k, guint16, slices * max_context * cl->hd) ||
-      !DEV_ALLOC (v, guint16, slices * max_context * cl->hd))
-    return FALSE;
-  if (n_past > 0) {
-    const gsize row = (gsize) cl->hd * 2;
-    CK (cudaMemcpy2DAsync (k, row * max_context, cl->k_cache, row * cl->max_ctx,
-                           row * n_past, slices, cudaMemcpyDeviceToDevice,
-                           cl->stream));
-    CK (cudaMemcpy2DAsync (v, row * max_context, cl->v_cache, row * cl->max_ctx,
-                           row * n_past, slices, cudaMemcpyDeviceToDevice,
-                           cl->stream));
   }
-  float *scores = NULL;
-  guint16 *probs = NULL;
-  const gsize ns = (gsize) cl->nh *
-                   MAX ((gsize) MIN (CHUNK_ROWS, max_context) * ctx_pad (max_context),
-                        (gsize) max_context);
-  if (!DEV_ALLOC (scores, float, ns) || !DEV_ALLOC (probs, guint16, ns))
+  if (!avq_cuda_context_enter (cl->ctx, error) || !settle (cl, error))
     return FALSE;
-  if (!upload_rope (cl, max_context, error))
+  Caches c;
+  if (!alloc_caches (cl, cl->n_seq, max_context, &c, error))
     return FALSE;
-  /* upload_rope synchronised the stream: the old buffers are idle. */
-  avq_cuda_context_dev_release (cl->ctx, cl->k_cache);
-  avq_cuda_context_dev_release (cl->ctx, cl->v_cache);
-  avq_cuda_context_dev_release (cl->ctx, cl->scores);
-  avq_cuda_context_dev_release (cl->ctx, cl->probs);
-  cl->k_cache = k;
-  cl->v_cache = v;
-  cl->scores = scores;
-  cl->probs = probs;
+  /* Every position of every sequence: each may hold a different length. */
+  if (cl->max_ctx > 0) {
+    const gsize row = (gsize) cl->hd * 2;
+    const gsize slices = (gsize) cl->n_layers * cl->n_seq * cl->nkv;
+    cudaError_t e = cudaMemcpy2DAsync (c.k, row * max_context, cl->k_cache,
+                                       row * cl->max_ctx, row * cl->max_ctx,
+                                       slices, cudaMemcpyDeviceToDevice,
+                                       cl->stream);
+    if (e == cudaSuccess)
+      e = cudaMemcpy2DAsync (c.v, row * max_context, cl->v_cache,
+                             row * cl->max_ctx, row * cl->max_ctx, slices,
+                             cudaMemcpyDeviceToDevice, cl->stream);
+    if (e != cudaSuccess) {
+      (void) cudaStreamSynchronize (cl->stream);
+      release_caches (cl, &c);
+      return avq_cuda_failed (e, "cudaMemcpy2DAsync (cache growth)", error);
+    }
+  }
+  /* upload_rope synchronises the stream: the old buffers are idle after it. */
+  if (!upload_rope (cl, max_context, error)) {
+    (void) cudaStreamSynchronize (cl->stream);
+    release_caches (cl, &c);
+    return FALSE;
+  }
+  /* Graphs hold the old addresses (caches, scores, rope tables). */
+  avq_cuda_context_drop_graphs (cl->ctx);
+  swap_caches (cl, &c);
   cl->max_ctx = max_context;
   return TRUE;
+}
+
+/* The buffers sized by the number of sequences besides the caches. */
+typedef struct {
+  float *logits, *h_logits;
+  gint32 *d_step, *d_argmax, *h_step;
+} SeqBuffers;
+
+static void
+release_seq_buffers (AvqCudaLlama *cl, SeqBuffers *b)
+{
+  avq_cuda_context_dev_release (cl->ctx, b->logits);
+  avq_cuda_context_dev_release (cl->ctx, b->d_step);
+  avq_cuda_context_dev_release (cl->ctx, b->d_argmax);
+  if (b->h_logits != NULL)
+    (void) cudaFreeHost (b->h_logits);
+  if (b->h_step != NULL)
+    (void) cudaFreeHost (b->h_step);
+  memset (b, 0, sizeof *b);
+}
+
+static gboolean
+alloc_seq_buffers (AvqCudaLlama *cl, int n_seq, SeqBuffers *b, GError **error)
+{
+  memset (b, 0, sizeof *b);
+  cudaError_t e = cudaSuccess;
+  if (!DEV_ALLOC (b->logits, float, (gsize) n_seq * cl->vocab) ||
+      !DEV_ALLOC (b->d_step, gint32, 3 * n_seq) ||
+      !DEV_ALLOC (b->d_argmax, gint32, n_seq))
+    goto fail;
+  e = cudaMallocHost ((void **) &b->h_logits,
+                      sizeof (float) * n_seq * cl->vocab);
+  if (e != cudaSuccess) {
+    b->h_logits = NULL;
+    avq_cuda_failed (e, "cudaMallocHost (&b->h_logits, ...)", error);
+    goto fail;
+  }
+  e = cudaMallocHost ((void **) &b->h_step, sizeof (gint32) * 4 * n_seq);
+  if (e != cudaSuccess) {
+    b->h_step = NULL;
+    avq_cuda_failed (e, "cudaMallocHost (&b->h_step, ...)", error);
+    goto fail;
+  }
+  return TRUE;
+fail:
+  release_seq_buffers (cl, b);
+  return FALSE;
+}
+
+gboolean
+avq_cuda_llama_set_sequences (AvqCudaLlama *cl, int n_sequences,
+                              GError **error)
+{
+  if (n_sequences < 1 || n_sequences > AVQ_CUDA_LLAMA_MAX_SEQUENCES) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "CUDA LLaMA: %d sequences (1 .. %d)", n_sequences,
+                 AVQ_CUDA_LLAMA_MAX_SEQUENCES);
+    return FALSE;
+  }
+  if (!avq_cuda_context_enter (cl->ctx, error) || !settle (cl, error))
+    return FALSE;
+  Caches c = { 0 };
+  SeqBuffers b;
+  if (cl->max_ctx > 0 && !alloc_caches (cl, n_sequences, cl->max_ctx, &c, error))
+    return FALSE;
+  if (!alloc_seq_buffers (cl, n_sequences, &b, error)) {
+    release_caches (cl, &c);
+    return FALSE;
+  }
+  /* Nothing is queued (settled, and every call ends synchronised). */
+  avq_cuda_context_drop_graphs (cl->ctx);
+  if (cl->max_ctx > 0)
+    swap_caches (cl, &c);
+  SeqBuffers old = { cl->logits, cl->h_logits, cl->d_step, cl->d_argmax,
+                     cl->h_step };
+  release_seq_buffers (cl, &old);
+  cl->logits = b.logits;
+  cl->h_logits = b.h_logits;
+  cl->d_step = b.d_step;
+  cl->d_argmax = b.d_argmax;
+  cl->h_step = b.h_step;
+  cl->n_seq = n_sequences;
+  return TRUE;
+}
+
+int
+avq_cuda_llama_sequences (const AvqCudaLlama *cl)
+{
+  return cl->n_seq;
+}
+
+void
+avq_cuda_llama_set_graphs (AvqCudaLlama *cl, gboolean enabled)
+{
+  avq_cuda_context_set_graphs (cl->ctx, enabled);
+}
+
+guint
+avq_cuda_llama_graphs_captured (const AvqCudaLlama *cl)
+{
+  return avq_cuda_context_graphs_captured (cl->ctx);
 }
 
 static gboolean
@@ -245,16 +464,10 @@ alloc_activations (AvqCudaLlama *cl, GError **error)
       !DEV_ALLOC (cl->q16, guint16, R * cl->q_dim) ||
       !DEV_ALLOC (cl->att16, guint16, R * cl->q_dim) ||
       !DEV_ALLOC (cl->gu32, float, R * 2 * cl->ffn) ||
-      !DEV_ALLOC (cl->g16, guint16, R * cl->ffn) ||
-      !DEV_ALLOC (cl->logits, float, cl->vocab) ||
-      !DEV_ALLOC (cl->d_ids, gint32, 1) || !DEV_ALLOC (cl->d_argmax, gint32, 1))
+      !DEV_ALLOC (cl->g16, guint16, R * cl->ffn))
     return FALSE;
   CK (cudaMallocHost ((void **) &cl->h_emb, sizeof (float) * R * H));
   avq_cuda_context_keep_host (cl->ctx, cl->h_emb);
-  CK (cudaMallocHost ((void **) &cl->h_logits, sizeof (float) * (cl->vocab + 1)));
-  avq_cuda_context_keep_host (cl->ctx, cl->h_logits);
-  CK (cudaMallocHost ((void **) &cl->h_ids, sizeof (gint32) * 2));
-  avq_cuda_context_keep_host (cl->ctx, cl->h_ids);
   return TRUE;
 }
 
@@ -277,6 +490,19 @@ avq_cuda_llama_new (const AvqCudaLlamaDesc *d, int max_context,
   cl->eps = d->eps;
   cl->theta = d->rope_theta;
   cl->scale = 1.0f / sqrtf ((float) cl->hd);
+  cl->random_seed = d->random_seed;
+  /* The prefill attention: cuBLAS GEMMs around a causal softmax (default),
+   * or the tensor-core flash kernel with AVQ_CUDA_ATTENTION=flash (the
+   * vision tower's "fused" kernel has no causal form: the decoder keeps the
+   * GEMMs then). */
+  const char *attn = g_getenv ("AVQ_CUDA_ATTENTION");
+  cl->flash = g_strcmp0 (attn, "flash") == 0;
+  if (cl->flash && cl->hd > AVQ_CUK_FLASH_MAX_HD) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_UNSUPPORTED,
+                 "AVQ_CUDA_ATTENTION=flash: head size %d exceeds the kernel's %d",
+                 cl->hd, AVQ_CUK_FLASH_MAX_HD);
+    return NULL;
+  }
   if (cl->nkv <= 0 || cl->nh % cl->nkv != 0 || cl->hd <= 0 || cl->hd % 2 != 0 ||
       cl->hd > AVQ_CUK_DECODE_MAX_HD || max_context <= 0) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_UNSUPPORTED,
@@ -286,28 +512,38 @@ avq_cuda_llama_new (const AvqCudaLlamaDesc *d, int max_context,
     return NULL;
   }
   const int H = cl->H;
-  if (!check_matrix (&d->embed, cl->vocab, H, "embed_tokens", error) ||
-      !check_matrix (&d->lm_head, cl->vocab, H, "lm_head", error))
+  const gboolean random = d->random_seed != 0;
+  if (!check_matrix (&d->embed, cl->vocab, H, random, "embed_tokens", error) ||
+      !check_matrix (&d->lm_head, cl->vocab, H, random, "lm_head", error))
     return NULL;
+  gboolean norms = d->final_norm != NULL;
   for (int l = 0; l < cl->n_layers; l++) {
     const AvqCudaLlamaLayer *y = &d->layers[l];
-    if (!check_matrix (&y->q, cl->q_dim, H, "q_proj", error) ||
-        !check_matrix (&y->k, cl->kv_dim, H, "k_proj", error) ||
-        !check_matrix (&y->v, cl->kv_dim, H, "v_proj", error) ||
-        !check_matrix (&y->o, H, cl->q_dim, "o_proj", error) ||
-        !check_matrix (&y->gate, cl->ffn, H, "gate_proj", error) ||
-        !check_matrix (&y->up, cl->ffn, H, "up_proj", error) ||
-        !check_matrix (&y->down, H, cl->ffn, "down_proj", error))
+    norms &= y->attn_norm != NULL && y->mlp_norm != NULL;
+    if (!check_matrix (&y->q, cl->q_dim, H, random, "q_proj", error) ||
+        !check_matrix (&y->k, cl->kv_dim, H, random, "k_proj", error) ||
+        !check_matrix (&y->v, cl->kv_dim, H, random, "v_proj", error) ||
+        !check_matrix (&y->o, H, cl->q_dim, random, "o_proj", error) ||
+        !check_matrix (&y->gate, cl->ffn, H, random, "gate_proj", error) ||
+        !check_matrix (&y->up, cl->ffn, H, random, "up_proj", error) ||
+        !check_matrix (&y->down, H, cl->ffn, random, "down_proj", error))
       return NULL;
   }
+  if (!norms && !random) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "CUDA LLaMA: a norm weight is missing");
+    return NULL;
+  }
   if (!init_context (cl, device_ordinal, error) ||
-      !alloc_activations (cl, error))
+      !alloc_activations (cl, error) ||
+      !avq_cuda_llama_set_sequences (cl, 1, error))
     return NULL;
 
   const AvqCudaMatrix *e[1] = { &d->embed };
   if (!upload_stacked (cl, e, 1, &cl->embed16, error))
     return NULL;
-  if (d->lm_head.data == d->embed.data && d->lm_head.dtype == d->embed.dtype) {
+  if (d->lm_head.data != NULL && d->lm_head.data == d->embed.data &&
+      d->lm_head.dtype == d->embed.dtype) {
     cl->lm16 = cl->embed16;
   } else {
     const AvqCudaMatrix *lm[1] = { &d->lm_head };
@@ -359,16 +595,11 @@ linear16 (AvqCudaLlama *cl, int n, int in, int out, const guint16 *x,
   return TRUE;
 }
 
-static guint16 *
-cache_k (AvqCudaLlama *cl, int layer)
+/* The cache of sequence `seq` in layer `layer`. */
+static gsize
+cache_offset (const AvqCudaLlama *cl, int layer, int seq)
 {
-  return cl->k_cache + (gsize) layer * cl->nkv * cl->max_ctx * cl->hd;
-}
-
-static guint16 *
-cache_v (AvqCudaLlama *cl, int layer)
-{
-  return cl->v_cache + (gsize) layer * cl->nkv * cl->max_ctx * cl->hd;
+  return ((gsize) layer * cl->n_seq + seq) * cl->nkv * cl->max_ctx * cl->hd;
 }
 
 /* Causal attention of n query rows (q16 [n, nh hd]) at positions p0 .. over
@@ -411,29 +642,46 @@ avq_cuda_causal_attention (cublasHandle_t blas, cudaStream_t stream,
   return TRUE;
 }
 
-/* Every layer over the n rows in cl->x at positions p0 .. p0+n-1. */
+/* Where the rows of a pass go: prefill of one sequence at positions p0 ..
+ * (host values), or decode rows whose positions and sequence slots are
+ * device arrays. */
+typedef struct {
+  int p0, seq;
+  const gint32 *positions, *slots;   /* decode; NULL for prefill */
+} Rows;
+
+/* Every layer over the n rows in cl->x. */
 static gboolean
-forward (AvqCudaLlama *cl, int n, int p0, GError **error)
+forward (AvqCudaLlama *cl, int n, const Rows *w, GError **error)
 {
   const int H = cl->H;
+  const gboolean decode = w->positions != NULL;
+  /* Decode rows address their caches through slots; prefill passes the
+   * sequence's own cache. */
+  const size_t slot_stride = (size_t) cl->nkv * cl->max_ctx * cl->hd;
   for (int l = 0; l < cl->n_layers; l++) {
     const CudaLLayer *y = &cl->layers[l];
+    guint16 *K = cl->k_cache + cache_offset (cl, l, decode ? 0 : w->seq);
+    guint16 *V = cl->v_cache + cache_offset (cl, l, decode ? 0 : w->seq);
     CK (avq_cuk_rmsnorm (cl->stream, cl->x, n, H, y->attn_norm, cl->eps, NULL,
                          cl->h16));
     if (!linear16 (cl, n, H, cl->qkv_dim, cl->h16, y->qkv_w, 0.0f, cl->qkv32,
                    CUDA_R_32F, error))
       return FALSE;
     CK (avq_cuk_rope_kv (cl->stream, cl->qkv32, n, cl->nh, cl->nkv, cl->hd,
-                         cl->rope_cos, cl->rope_sin, p0, cl->q16,
-                         cache_k (cl, l), cache_v (cl, l), cl->max_ctx, 1));
-    if (n == 1) {
-      CK (avq_cuk_decode_attention (cl->stream, cl->q16, cache_k (cl, l),
-                                    cache_v (cl, l), 1, cl->nh, cl->nkv, cl->hd,
-                                    p0 + 1, cl->max_ctx, cl->scale, cl->scores,
-                                    cl->att16));
-    } else if (!avq_cuda_causal_attention (cl->blas, cl->stream, cl->q16, n, p0,
-                                           cl->nh, cl->nkv, cl->hd,
-                                           cache_k (cl, l), cache_v (cl, l),
+                         cl->rope_cos, cl->rope_sin, w->p0, w->positions,
+                         w->slots, slot_stride, cl->q16, K, V, cl->max_ctx, 1));
+    if (decode) {
+      CK (avq_cuk_decode_attention (cl->stream, cl->q16, K, V, 1, n, cl->nh,
+                                    cl->nkv, cl->hd, 0, w->positions, w->slots,
+                                    slot_stride, cl->max_ctx, cl->scale,
+                                    cl->scores, cl->att16));
+    } else if (cl->flash) {
+      CK (avq_cuk_flash_attention_cache (cl->stream, cl->q16, n, w->p0, cl->nh,
+                                         cl->nkv, cl->hd, K, V, cl->max_ctx,
+                                         cl->scale, cl->att16));
+    } else if (!avq_cuda_causal_attention (cl->blas, cl->stream, cl->q16, n,
+                                           w->p0, cl->nh, cl->nkv, cl->hd, K, V,
                                            cl->max_ctx, cl->scale, cl->scores,
                                            cl->probs, cl->att16, error)) {
       return FALSE;
@@ -454,13 +702,13 @@ forward (AvqCudaLlama *cl, int n, int p0, GError **error)
   return TRUE;
 }
 
-/* logits of row `row` of cl->x -> cl->logits (device). */
+/* logits of rows first .. first+n-1 of cl->x -> cl->logits [n, vocab]. */
 static gboolean
-final_logits (AvqCudaLlama *cl, int row, GError **error)
+final_logits (AvqCudaLlama *cl, int first, int n, GError **error)
 {
-  CK (avq_cuk_rmsnorm (cl->stream, cl->x + (gsize) row * cl->H, 1, cl->H,
+  CK (avq_cuk_rmsnorm (cl->stream, cl->x + (gsize) first * cl->H, n, cl->H,
                        cl->final_norm, cl->eps, NULL, cl->h16));
-  return linear16 (cl, 1, cl->H, cl->vocab, cl->h16, cl->lm16, 0.0f,
+  return linear16 (cl, n, cl->H, cl->vocab, cl->h16, cl->lm16, 0.0f,
                    cl->logits, CUDA_R_32F, error);
 }
 
@@ -476,14 +724,26 @@ check_positions (AvqCudaLlama *cl, int n, int p0, GError **error)
   return TRUE;
 }
 
-gboolean
-avq_cuda_llama_prefill (AvqCudaLlama *cl, const float *emb, int n, int p0,
-                        float *logits, GError **error)
+static gboolean
+check_sequence (AvqCudaLlama *cl, int seq, GError **error)
 {
-  if (!check_positions (cl, n, p0, error) ||
-      !avq_cuda_context_enter (cl->ctx, error))
+  if (seq < 0 || seq >= cl->n_seq) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "CUDA LLaMA: sequence %d outside 0 .. %d", seq, cl->n_seq - 1);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+avq_cuda_llama_prefill_sequence (AvqCudaLlama *cl, int seq, const float *emb,
+                                 int n, int p0, float *logits, GError **error)
+{
+  if (!check_sequence (cl, seq, error) || !check_positions (cl, n, p0, error) ||
+      !avq_cuda_context_enter (cl->ctx, error) || !settle (cl, error))
     return FALSE;
   const int H = cl->H;
+  cl->dirty = TRUE;
   for (int done = 0; done < n;) {
     const int rows = MIN (CHUNK_ROWS, n - done);
     /* The pinned mirror is reused: the previous chunk's copy must be done.
@@ -493,18 +753,113 @@ avq_cuda_llama_prefill (AvqCudaLlama *cl, const float *emb, int n, int p0,
     memcpy (cl->h_emb, emb + (gsize) done * H, sizeof (float) * rows * H);
     CK (cudaMemcpyAsync (cl->x, cl->h_emb, sizeof (float) * rows * H,
                          cudaMemcpyHostToDevice, cl->stream));
-    if (!forward (cl, rows, p0 + done, error))
+    const Rows w = { p0 + done, seq, NULL, NULL };
+    if (!forward (cl, rows, &w, error))
       return FALSE;
     done += rows;
-    if (done == n && logits != NULL && !final_logits (cl, rows - 1, error))
+    if (done == n && logits != NULL && !final_logits (cl, rows - 1, 1, error))
       return FALSE;
   }
   if (logits != NULL)
     CK (cudaMemcpyAsync (cl->h_logits, cl->logits, sizeof (float) * cl->vocab,
                          cudaMemcpyDeviceToHost, cl->stream));
   CK (cudaStreamSynchronize (cl->stream));
+  cl->dirty = FALSE;
   if (logits != NULL)
     memcpy (logits, cl->h_logits, sizeof (float) * cl->vocab);
+  return TRUE;
+}
+
+gboolean
+avq_cuda_llama_prefill (AvqCudaLlama *cl, const float *emb, int n, int p0,
+                        float *logits, GError **error)
+{
+  return avq_cuda_llama_prefill_sequence (cl, 0, emb, n, p0, logits, error);
+}
+
+/* One decode step, as captured: everything it reads that changes from step
+ * to step comes from h_step through the copy at its start. */
+typedef struct {
+  AvqCudaLlama *cl;
+  int n;
+  gboolean logits, argmax;
+} Step;
+
+static gboolean
+issue_step (gpointer data, GError **error)
+{
+  const Step *st = data;
+  AvqCudaLlama *cl = st->cl;
+  const int n = st->n, S = cl->n_seq;
+  CK (cudaMemcpyAsync (cl->d_step, cl->h_step, sizeof (gint32) * 3 * S,
+                       cudaMemcpyHostToDevice, cl->stream));
+  const Rows w = { 0, 0, cl->d_step + S, cl->d_step + 2 * S };
+  CK (avq_cuk_embed_rows (cl->stream, cl->embed16, cl->d_step, n, cl->H, cl->x));
+  if (!forward (cl, n, &w, error) || !final_logits (cl, 0, n, error))
+    return FALSE;
+  if (st->argmax) {
+    CK (avq_cuk_argmax (cl->stream, cl->logits, n, cl->vocab, cl->vocab,
+                        cl->d_argmax));
+    CK (cudaMemcpyAsync (cl->h_step + 3 * S, cl->d_argmax, sizeof (gint32) * n,
+                         cudaMemcpyDeviceToHost, cl->stream));
+  }
+  if (st->logits)
+    CK (cudaMemcpyAsync (cl->h_logits, cl->logits,
+                         sizeof (float) * n * cl->vocab,
+                         cudaMemcpyDeviceToHost, cl->stream));
+  return TRUE;
+}
+
+gboolean
+avq_cuda_llama_decode_batch (AvqCudaLlama *cl, int n, const int *seqs,
+                             const int *tokens, const int *positions,
+                             float *logits, int *argmax, GError **error)
+{
+  if (n < 1 || n > cl->n_seq) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "CUDA LLaMA: a decode step of %d rows for %d sequences", n,
+                 cl->n_seq);
+    return FALSE;
+  }
+  g_autofree gboolean *seen = g_new0 (gboolean, cl->n_seq);
+  for (int i = 0; i < n; i++) {
+    if (!check_sequence (cl, seqs[i], error) ||
+        !check_positions (cl, 1, positions[i], error))
+      return FALSE;
+    if (seen[seqs[i]]) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "CUDA LLaMA: sequence %d twice in one decode step", seqs[i]);
+      return FALSE;
+    }
+    seen[seqs[i]] = TRUE;
+    if (tokens[i] < 0 || tokens[i] >= cl->vocab) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "token id %d is outside the vocabulary (%d entries)",
+                   tokens[i], cl->vocab);
+      return FALSE;
+    }
+  }
+  if (!avq_cuda_context_enter (cl->ctx, error) || !settle (cl, error))
+    return FALSE;
+  const int S = cl->n_seq;
+  for (int i = 0; i < n; i++) {
+    cl->h_step[i] = tokens[i];
+    cl->h_step[S + i] = positions[i];
+    cl->h_step[2 * S + i] = seqs[i];
+  }
+  Step st = { cl, n, logits != NULL, argmax != NULL };
+  const guint64 key = (guint64) n | (guint64) st.logits << 32 |
+                      (guint64) st.argmax << 33;
+  cl->dirty = TRUE;
+  if (!avq_cuda_context_run_graph (cl->ctx, key, issue_step, &st, error))
+    return FALSE;
+  CK (cudaStreamSynchronize (cl->stream));
+  cl->dirty = FALSE;
+  if (logits != NULL)
+    memcpy (logits, cl->h_logits, sizeof (float) * n * cl->vocab);
+  if (argmax != NULL)
+    for (int i = 0; i < n; i++)
+      argmax[i] = cl->h_step[3 * S + i];
   return TRUE;
 }
 
@@ -512,43 +867,15 @@ gboolean
 avq_cuda_llama_decode (AvqCudaLlama *cl, int token, int p0, float *logits,
                        int *argmax, GError **error)
 {
-  if (!check_positions (cl, 1, p0, error) ||
-      !avq_cuda_context_enter (cl->ctx, error))
-    return FALSE;
-  if (token < 0 || token >= cl->vocab) {
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
-                 "token id %d is outside the vocabulary (%d entries)", token,
-                 cl->vocab);
-    return FALSE;
-  }
-  /* h_ids may still feed the previous step's copy only if that step
-   * failed midway; every successful call ends synchronised. */
-  cl->h_ids[0] = token;
-  CK (cudaMemcpyAsync (cl->d_ids, cl->h_ids, sizeof (gint32),
-                       cudaMemcpyHostToDevice, cl->stream));
-  CK (avq_cuk_embed_rows (cl->stream, cl->embed16, cl->d_ids, 1, cl->H, cl->x));
-  if (!forward (cl, 1, p0, error) || !final_logits (cl, 0, error))
-    return FALSE;
-  if (argmax != NULL) {
-    CK (avq_cuk_argmax (cl->stream, cl->logits, cl->vocab, cl->d_argmax));
-    CK (cudaMemcpyAsync (cl->h_ids + 1, cl->d_argmax, sizeof (gint32),
-                         cudaMemcpyDeviceToHost, cl->stream));
-  }
-  if (logits != NULL)
-    CK (cudaMemcpyAsync (cl->h_logits, cl->logits, sizeof (float) * cl->vocab,
-                         cudaMemcpyDeviceToHost, cl->stream));
-  CK (cudaStreamSynchronize (cl->stream));
-  if (logits != NULL)
-    memcpy (logits, cl->h_logits, sizeof (float) * cl->vocab);
-  if (argmax != NULL)
-    *argmax = cl->h_ids[1];
-  return TRUE;
+  const int seq = 0;
+  return avq_cuda_llama_decode_batch (cl, 1, &seq, &token, &p0, logits, argmax,
+                                      error);
 }
 
 guint64
 avq_cuda_llama_weight_bytes (const AvqCudaLlama *cl)
 {
-  return avq_cuda_context_weight_bytes (cl->ctx);
+  return avq_cuda_context_weight_bytes (cl->ctx) + cl->random_bytes;
 }
 
 double

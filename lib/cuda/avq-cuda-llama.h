@@ -37,6 +37,14 @@ typedef struct {
   AvqCudaMatrix embed, lm_head;   /* lm_head.data == embed.data: tied */
   const float *final_norm;
   const AvqCudaLlamaLayer *layers;   /* n_layers */
+  /* Benchmark facility, 0 for a real model: when non-zero, every matrix
+   * whose data is NULL is filled on the device with uniform values of
+   * standard deviation 1 / sqrt(cols) (fp16, from a hash of this seed and
+   * the element index: avq_cuk_fill_random), and every NULL norm with 1 +-
+   * 0.1, so that a 7B-shape decoder exists in seconds without 13 GB of host
+   * weights and their upload. A NULL lm_head is then its own matrix (not
+   * tied). Counted in avq_cuda_llama_weight_bytes, not in the upload time. */
+  guint64 random_seed;
 } AvqCudaLlamaDesc;
 
 /* Uploads every weight and allocates a KV cache of `max_context`
@@ -46,19 +54,23 @@ AvqCudaLlama *avq_cuda_llama_new (const AvqCudaLlamaDesc *desc, int max_context,
                                   int device_ordinal, GError **error);
 void avq_cuda_llama_free (AvqCudaLlama *cl);
 
-/* Grows the KV cache to `max_context` positions, keeping the first `n_past`. */
+/* Grows the KV cache to `max_context` positions (every sequence's), keeping
+ * every cached position (`n_past` is no longer needed: each sequence may
+ * hold a different length; it is only checked against the old size). */
 gboolean avq_cuda_llama_reserve (AvqCudaLlama *cl, int max_context, int n_past,
                                  GError **error);
 
 /* n input embeddings [n, hidden] (host fp32) at positions p0 .. p0+n-1
- * appended to the cache; `logits` (vocab floats, may be NULL) receives the
- * last one's. p0 + n must not exceed the reserved context. */
+ * appended to the cache of sequence 0; `logits` (vocab floats, may be NULL)
+ * receives the last one's. p0 + n must not exceed the reserved context.
+ * Never captured into a graph (its shape changes with every prompt). */
 gboolean avq_cuda_llama_prefill (AvqCudaLlama *cl, const float *embeddings,
                                  int n, int p0, float *logits, GError **error);
 
-/* One token (already range-checked) at position p0; logits to the host
- * (may be NULL). `argmax` (may be NULL) receives the greedy id computed on
- * the device (lowest id on ties). */
+/* One token of sequence 0 at position p0 (avq_cuda_llama_decode_batch with
+ * n = 1, so a captured graph too); logits to the host (may be NULL).
+ * `argmax` (may be NULL) receives the greedy id computed on the device
+ * (lowest id on ties). Ids outside the vocabulary are refused. */
 gboolean avq_cuda_llama_decode (AvqCudaLlama *cl, int token, int p0,
                                 float *logits, int *argmax, GError **error);
 
@@ -85,8 +97,11 @@ gboolean avq_cuda_causal_attention (struct cublasContext *blas,
  * cameras or questions share every weight read: a batched decode step
  * multiplies [n, hidden] by each weight instead of n matrix-vector
  * products. Changing the count reallocates the caches (forgets every
- * position) and drops the captured graphs. Each cache holds the reserved
- * context (avq_cuda_llama_reserve applies to all of them). */
+ * position) and drops the captured graphs; on failure (an invalid count:
+ * 1 .. AVQ_CUDA_LLAMA_MAX_SEQUENCES, or out of device memory) nothing
+ * changes. Each cache holds the reserved context (avq_cuda_llama_reserve
+ * applies to all of them). */
+#define AVQ_CUDA_LLAMA_MAX_SEQUENCES 512
 gboolean avq_cuda_llama_set_sequences (AvqCudaLlama *cl, int n_sequences,
                                        GError **error);
 int avq_cuda_llama_sequences (const AvqCudaLlama *cl);
@@ -112,6 +127,9 @@ gboolean avq_cuda_llama_decode_batch (AvqCudaLlama *cl, int n, const int *seqs,
 /* FALSE: run the decode step without CUDA graphs (for comparisons); the
  * default follows AVQ_CUDA_GRAPHS (on unless "0"). */
 void avq_cuda_llama_set_graphs (AvqCudaLlama *cl, gboolean enabled);
+/* Decode-step graphs captured since creation (one per batch size and
+ * output kind, again after every reserve or set_sequences). */
+guint avq_cuda_llama_graphs_captured (const AvqCudaLlama *cl);
 
 guint64 avq_cuda_llama_weight_bytes (const AvqCudaLlama *cl);
 double avq_cuda_llama_upload_ms (const AvqCudaLlama *cl);

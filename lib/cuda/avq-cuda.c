@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 #include "avq-cuda-context.h"
+#include "avq-cuda-flash.h"
 #include "avq-cuda-kernels.h"
 #include "avq-error.h"
 
@@ -62,6 +63,7 @@ struct _AvqCudaVision {
   int proj_out, proj_act;
   gboolean proj_bias;
   gboolean fused_attention;   /* AVQ_CUDA_ATTENTION=fused */
+  gboolean flash_attention;   /* AVQ_CUDA_ATTENTION=flash */
 
   AvqCudaContext *ctx;      /* device, allocations, staging, upload stats */
   cudaStream_t stream;      /* the context's */
@@ -87,7 +89,11 @@ struct _AvqCudaVision {
   double *qq;                      /* [D] */
   double dB, dC, dR;
 
-  /* activations */
+  /* Activations, sized for `cap` inputs run as one forward (n * T rows):
+   * they grow to the largest batch seen, and the captured graphs, which
+   * hold their addresses, are dropped when they move. The attention scores
+   * are one input's: the inputs take turns through them. */
+  int cap;
   float *d_pixels;
   guint16 *patches;
   float *x, *z32, *tmp32;
@@ -104,11 +110,12 @@ struct _AvqCudaVision {
   guint16 *sel16, *ptmp16;
   float *ptmp32, *pout;
 
-  /* pinned host mirrors for per-frame transfers */
+  /* Pinned host mirrors for the per-call transfers, at fixed addresses
+   * while `cap` holds (a captured pass copies from and to them). Owned
+   * here, not by the context, because they are reallocated on growth. */
   float *h_pixels;
   gint32 *h_idx, *h_codes;
   float *h_margin, *h_range, *h_out;
-  gsize h_out_floats;
 };
 
 #define DEV_ALLOC(field, type, count)                                     \
@@ -120,8 +127,13 @@ avq_cuda_vision_free (AvqCudaVision *cv)
 {
   if (cv == NULL)
     return;
-  /* The context frees every device allocation and pinned buffer. */
+  /* The context synchronises, then frees every device allocation. */
   avq_cuda_context_free (cv->ctx);
+  void *host[] = { cv->h_pixels, cv->h_idx, cv->h_codes, cv->h_margin,
+                   cv->h_range, cv->h_out };
+  for (gsize i = 0; i < G_N_ELEMENTS (host); i++)
+    if (host[i] != NULL)
+      (void) cudaFreeHost (host[i]);
   g_free (cv->layers);
   g_free (cv);
 }
@@ -285,20 +297,6 @@ upload_quantizer (AvqCudaVision *cv, const AvqQuantizer *q, GError **error)
     /* Doubles do not go through the float staging path. */
     CK (cudaMemcpy (cv->qq, qq, sizeof (double) * D, cudaMemcpyHostToDevice));
   }
-  const gsize T = cv->T;
-  if (!DEV_ALLOC (cv->mean, float, T) || !DEV_ALLOC (cv->sigma, float, T) ||
-      !DEV_ALLOC (cv->qscores, float, T * K) ||
-      !DEV_ALLOC (cv->margin, float, T) || !DEV_ALLOC (cv->range, float, 4) ||
-      !DEV_ALLOC (cv->idx, gint32, T) || !DEV_ALLOC (cv->codes, gint32, 2 * T))
-    return FALSE;
-  CK (cudaMallocHost ((void **) &cv->h_idx, sizeof (gint32) * T));
-  avq_cuda_context_keep_host (cv->ctx, cv->h_idx);
-  CK (cudaMallocHost ((void **) &cv->h_codes, sizeof (gint32) * 2 * T));
-  avq_cuda_context_keep_host (cv->ctx, cv->h_codes);
-  CK (cudaMallocHost ((void **) &cv->h_margin, sizeof (float) * T));
-  avq_cuda_context_keep_host (cv->ctx, cv->h_margin);
-  CK (cudaMallocHost ((void **) &cv->h_range, sizeof (float) * 4));
-  avq_cuda_context_keep_host (cv->ctx, cv->h_range);
   return TRUE;
 }
 
@@ -308,7 +306,8 @@ init_context (AvqCudaVision *cv, int device_ordinal, GError **error)
   if (!avq_cuda_probe (error))
     return FALSE;
   cv->ctx = avq_cuda_context_new (device_ordinal,
-                                  cv->fused_attention ? ", fused attention" : "",
+                                  cv->fused_attention ? ", fused attention"
+                                  : cv->flash_attention ? ", flash attention" : "",
                                   error);
   if (cv->ctx == NULL)
     return FALSE;
@@ -317,30 +316,95 @@ init_context (AvqCudaVision *cv, int device_ordinal, GError **error)
   return TRUE;
 }
 
+/* Device buffer `*field` (re)allocated to `bytes`; the old one is freed. */
 static gboolean
-alloc_activations (AvqCudaVision *cv, GError **error)
+regrow (AvqCudaVision *cv, void **field, gsize bytes, GError **error)
 {
-  const gsize T = cv->T, D = cv->D, I = cv->I, H = cv->H, Tp = cv->Tp;
-  const gsize px = (gsize) cv->C * cv->S * cv->S;
-  if (!DEV_ALLOC (cv->d_pixels, float, px) ||
-      !DEV_ALLOC (cv->patches, guint16, (gsize) cv->G * cv->G * cv->patch_dim) ||
-      !DEV_ALLOC (cv->x, float, T * D) || !DEV_ALLOC (cv->z32, float, T * D) ||
-      !DEV_ALLOC (cv->tmp32, float, T * D) ||
-      !DEV_ALLOC (cv->z16, guint16, T * D) ||
-      !DEV_ALLOC (cv->qkv32, float, T * 3 * D) ||
-      !DEV_ALLOC (cv->qkv16, guint16, T * 3 * D) ||
-      !DEV_ALLOC (cv->attn16, guint16, T * D) ||
-      !DEV_ALLOC (cv->mlp32, float, T * I) ||
-      !DEV_ALLOC (cv->mlp16, guint16, T * I))
-    return FALSE;
-  /* The unfused attention materialises every head's scores. */
-  if (!cv->fused_attention &&
-      (!DEV_ALLOC (cv->scores, float, H * T * Tp) ||
-       !DEV_ALLOC (cv->probs, guint16, H * T * Tp)))
-    return FALSE;
-  CK (cudaMallocHost ((void **) &cv->h_pixels, sizeof (float) * px));
-  avq_cuda_context_keep_host (cv->ctx, cv->h_pixels);
+  avq_cuda_context_dev_release (cv->ctx, *field);
+  *field = NULL;
+  return avq_cuda_context_dev_alloc (cv->ctx, field, bytes, error);
+}
+
+static gboolean
+regrow_host (void **field, gsize bytes, GError **error)
+{
+  if (*field != NULL)
+    CK (cudaFreeHost (*field));
+  *field = NULL;
+  CK (cudaMallocHost (field, MAX (bytes, 16)));
   return TRUE;
+}
+
+#define REGROW(field, type, count)                                         \
+  regrow (cv, (void **) &(field), sizeof (type) * (gsize) (count), error)
+#define REGROW_HOST(field, type, count)                                    \
+  regrow_host ((void **) &(field), sizeof (type) * (gsize) (count), error)
+
+/* The projector's activations for `n` inputs (only once it is uploaded). */
+static gboolean
+alloc_projector_batch (AvqCudaVision *cv, int n, GError **error)
+{
+  const gsize N = n, F = cv->F, D = cv->D, O = cv->proj_out;
+  return REGROW (cv->sel16, guint16, N * F * D) &&
+         REGROW (cv->ptmp32, float, N * F * O) &&
+         REGROW (cv->ptmp16, guint16, N * F * O) &&
+         REGROW (cv->pout, float, N * F * O) &&
+         REGROW_HOST (cv->h_out, float, N * F * O);
+}
+
+/* Every activation and pinned mirror sized for `n` inputs. The graphs
+ * captured so far hold the old addresses: they go first. On failure `cap`
+ * stays 0, so that the next call allocates again. */
+static gboolean
+alloc_batch (AvqCudaVision *cv, int n, GError **error)
+{
+  const gsize N = n, T = cv->T, D = cv->D, I = cv->I, H = cv->H, Tp = cv->Tp;
+  const gsize px = (gsize) cv->C * cv->S * cv->S;
+  const gsize NP = (gsize) cv->G * cv->G;
+  avq_cuda_context_drop_graphs (cv->ctx);
+  cv->cap = 0;
+  if (!REGROW (cv->d_pixels, float, N * px) ||
+      !REGROW (cv->patches, guint16, N * NP * cv->patch_dim) ||
+      !REGROW (cv->x, float, N * T * D) || !REGROW (cv->z32, float, N * T * D) ||
+      !REGROW (cv->tmp32, float, N * T * D) ||
+      !REGROW (cv->z16, guint16, N * T * D) ||
+      !REGROW (cv->qkv32, float, N * T * 3 * D) ||
+      !REGROW (cv->qkv16, guint16, N * T * 3 * D) ||
+      !REGROW (cv->attn16, guint16, N * T * D) ||
+      !REGROW (cv->mlp32, float, N * T * I) ||
+      !REGROW (cv->mlp16, guint16, N * T * I) ||
+      !REGROW_HOST (cv->h_pixels, float, N * px))
+    return FALSE;
+  /* The unfused attention materialises one input's scores, every head. */
+  if (!cv->fused_attention && !cv->flash_attention && cv->scores == NULL &&
+      (!REGROW (cv->scores, float, H * T * Tp) ||
+       !REGROW (cv->probs, guint16, H * T * Tp)))
+    return FALSE;
+  if (cv->have_q) {
+    const gsize K = cv->K;
+    if (!REGROW (cv->mean, float, N * T) || !REGROW (cv->sigma, float, N * T) ||
+        !REGROW (cv->qscores, float, N * T * K) ||
+        !REGROW (cv->margin, float, N * T) ||
+        !REGROW (cv->range, float, 4 * N) ||
+        !REGROW (cv->idx, gint32, N * T) ||
+        !REGROW (cv->codes, gint32, 2 * N * T) ||
+        !REGROW_HOST (cv->h_idx, gint32, N * T) ||
+        !REGROW_HOST (cv->h_codes, gint32, 2 * N * T) ||
+        !REGROW_HOST (cv->h_margin, float, N * T) ||
+        !REGROW_HOST (cv->h_range, float, 4 * N))
+      return FALSE;
+  }
+  if (cv->have_projector && !alloc_projector_batch (cv, n, error))
+    return FALSE;
+  cv->cap = n;
+  return TRUE;
+}
+
+/* Room for `n` inputs; a no-op when there is already. */
+static gboolean
+ensure_batch (AvqCudaVision *cv, int n, GError **error)
+{
+  return n <= cv->cap || alloc_batch (cv, n, error);
 }
 
 AvqCudaVision *
@@ -373,26 +437,29 @@ avq_cuda_vision_new (const AvqModel *model, const AvqVisionTower *tw,
   if (n_layers < 0)
     n_layers = tw->layers_run;
   /* Attention: "gemm" (default: cuBLAS batched GEMMs around a softmax
-   * kernel) or "fused" (one flash-style kernel), until the GPU benchmark
+   * kernel), "fused" (one flash-style kernel on CUDA cores) or "flash" (the
+   * tensor-core flash kernel, avq-cuda-flash.cu), until the GPU benchmark
    * (tests/bench/bench-cuda) decides which should be the default. */
   const char *attn = g_getenv ("AVQ_CUDA_ATTENTION");
   if (attn != NULL && *attn != '\0' && strcmp (attn, "gemm") != 0) {
-    if (strcmp (attn, "fused") != 0) {
+    const gboolean fused = strcmp (attn, "fused") == 0;
+    if (!fused && strcmp (attn, "flash") != 0) {
       g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
-                   "AVQ_CUDA_ATTENTION=%s: not gemm or fused", attn);
+                   "AVQ_CUDA_ATTENTION=%s: not gemm, fused or flash", attn);
       return NULL;
     }
-    if (cv->D / cv->H > AVQ_CUK_ATTN_MAX_HD) {
+    const int max_hd = fused ? AVQ_CUK_ATTN_MAX_HD : AVQ_CUK_FLASH_MAX_HD;
+    if (cv->D / cv->H > max_hd) {
       g_set_error (error, AVQ_ERROR, AVQ_ERROR_UNSUPPORTED,
-                   "AVQ_CUDA_ATTENTION=fused: head size %d exceeds the fused "
-                   "kernel's %d", cv->D / cv->H, AVQ_CUK_ATTN_MAX_HD);
+                   "AVQ_CUDA_ATTENTION=%s: head size %d exceeds the kernel's %d",
+                   attn, cv->D / cv->H, max_hd);
       return NULL;
     }
-    cv->fused_attention = TRUE;
+    cv->fused_attention = fused;
+    cv->flash_attention = !fused;
   }
 
-  if (!init_context (cv, device_ordinal, error) ||
-      !alloc_activations (cv, error))
+  if (!init_context (cv, device_ordinal, error))
     return NULL;
 
   const gint64 D = cv->D;
@@ -413,6 +480,8 @@ avq_cuda_vision_new (const AvqModel *model, const AvqVisionTower *tw,
   if (!upload_layers (cv, model, n_layers, error))
     return NULL;
   if (q != NULL && !upload_quantizer (cv, q, error))
+    return NULL;
+  if (!alloc_batch (cv, 1, error))
     return NULL;
   /* Uploads are asynchronous: the load time counts until they land. */
   gint64 t0 = g_get_monotonic_time ();
@@ -450,15 +519,10 @@ avq_cuda_vision_ensure_full (AvqCudaVision *cv, const AvqModel *model,
          !upload_model (cv, model, "multi_modal_projector.linear_2.bias", 1, sb,
                         (void **) &cv->p_b2, FALSE, error)))
       return FALSE;
-    const gsize F = cv->F;
-    if (!DEV_ALLOC (cv->sel16, guint16, F * D) ||
-        !DEV_ALLOC (cv->ptmp32, float, F * O) ||
-        !DEV_ALLOC (cv->ptmp16, guint16, F * O) ||
-        !DEV_ALLOC (cv->pout, float, F * O))
+    /* The pinned output mirror and the projector's activations, at the
+     * batch size reached so far. */
+    if (!alloc_projector_batch (cv, MAX (cv->cap, 1), error))
       return FALSE;
-    cv->h_out_floats = F * O;
-    CK (cudaMallocHost ((void **) &cv->h_out, sizeof (float) * F * O));
-    avq_cuda_context_keep_host (cv->ctx, cv->h_out);
     gint64 t0 = g_get_monotonic_time ();
     CK (cudaStreamSynchronize (cv->stream));
     avq_cuda_context_add_upload_us (cv->ctx, g_get_monotonic_time () - t0);
@@ -483,126 +547,150 @@ linear16 (AvqCudaVision *cv, int n, int in, int out, const guint16 *x, int ldx,
   return TRUE;
 }
 
-/* Multi-head attention on qkv16 [T, 3D] -> attn16 [T, D]. Per head h:
+/* Multi-head attention on qkv16 [n T, 3D] -> attn16 [n T, D], input by
+ * input (an input's tokens attend only to its own). Per head h:
  * S = scale Q_h K_h^T (strided-batched over heads), row softmax, O_h = P V_h.
- * Row-major S [T, Tp] is the column-major S^T = K_h Q_h^T. */
+ * Row-major S [T, Tp] is the column-major S^T = K_h Q_h^T. The inputs take
+ * turns through one input's score buffers (stream order keeps them apart). */
 static gboolean
-attention (AvqCudaVision *cv, GError **error)
+attention (AvqCudaVision *cv, int n, GError **error)
 {
   const int T = cv->T, D = cv->D, H = cv->H, hd = D / H, Tp = cv->Tp;
   const float scale = 1.0f / sqrtf ((float) hd), zero = 0.0f, one = 1.0f;
-  const guint16 *q = cv->qkv16, *k = cv->qkv16 + D, *v = cv->qkv16 + 2 * D;
-  if (cv->fused_attention) {
-    CK (avq_cuk_attention (cv->stream, cv->qkv16, T, D, H, scale, cv->attn16));
+  if (cv->flash_attention) {
+    /* One launch for every input: the kernel has a frame dimension. */
+    CK (avq_cuk_flash_attention_qkv (cv->stream, cv->qkv16, T, D, H, n, scale,
+                                     cv->attn16));
     return TRUE;
   }
-  CKB (cublasGemmStridedBatchedEx (
-      cv->blas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hd, &scale,
-      k, CUDA_R_16F, 3 * D, hd,
-      q, CUDA_R_16F, 3 * D, hd, &zero,
-      cv->scores, CUDA_R_32F, Tp, (long long) T * Tp, H,
-      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  CK (avq_cuk_softmax_rows (cv->stream, cv->scores, H * T, T, Tp, cv->probs));
-  /* O^T [hd, T] (ld D, column offset h*hd) = V_h^T [hd, T] P^T [T, T]. */
-  CKB (cublasGemmStridedBatchedEx (
-      cv->blas, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, T, &one,
-      v, CUDA_R_16F, 3 * D, hd,
-      cv->probs, CUDA_R_16F, Tp, (long long) T * Tp, &zero,
-      cv->attn16, CUDA_R_16F, D, hd, H,
-      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  for (int f = 0; f < n; f++) {
+    const guint16 *qkv = cv->qkv16 + (gsize) f * T * 3 * D;
+    guint16 *out = cv->attn16 + (gsize) f * T * D;
+    if (cv->fused_attention) {
+      CK (avq_cuk_attention (cv->stream, qkv, T, D, H, scale, out));
+      continue;
+    }
+    const guint16 *q = qkv, *k = qkv + D, *v = qkv + 2 * D;
+    CKB (cublasGemmStridedBatchedEx (
+        cv->blas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hd, &scale,
+        k, CUDA_R_16F, 3 * D, hd,
+        q, CUDA_R_16F, 3 * D, hd, &zero,
+        cv->scores, CUDA_R_32F, Tp, (long long) T * Tp, H,
+        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CK (avq_cuk_softmax_rows (cv->stream, cv->scores, H * T, T, Tp, cv->probs));
+    /* O^T [hd, T] (ld D, column offset h*hd) = V_h^T [hd, T] P^T [T, T]. */
+    CKB (cublasGemmStridedBatchedEx (
+        cv->blas, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, T, &one,
+        v, CUDA_R_16F, 3 * D, hd,
+        cv->probs, CUDA_R_16F, Tp, (long long) T * Tp, &zero,
+        out, CUDA_R_16F, D, hd, H,
+        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
   return TRUE;
 }
 
-/* ---- forward pieces ----------------------------------------------------- */
+/* ---- forward pieces ----------------------------------------------------- *
+ *
+ * Each piece enqueues work for n inputs (n T rows, input f at rows
+ * f T .. f T + T - 1) and nothing else: no host reads, no synchronisation,
+ * only device buffers and the pinned mirrors, so that a whole pass can be
+ * captured into a graph (avq_cuda_context_run_graph). */
 
+/* The pinned pixels [n, C, S, S] -> x [n T, D] after pre_layrnorm. */
 static gboolean
-embed (AvqCudaVision *cv, const float *pixels, GError **error)
+embed (AvqCudaVision *cv, int n, GError **error)
 {
   const gsize px = (gsize) cv->C * cv->S * cv->S;
-  const int D = cv->D, NP = cv->G * cv->G;
-  memcpy (cv->h_pixels, pixels, sizeof (float) * px);
-  CK (cudaMemcpyAsync (cv->d_pixels, cv->h_pixels, sizeof (float) * px,
+  const int D = cv->D, T = cv->T, NP = cv->G * cv->G, pd = cv->patch_dim;
+  CK (cudaMemcpyAsync (cv->d_pixels, cv->h_pixels, sizeof (float) * px * n,
                        cudaMemcpyHostToDevice, cv->stream));
-  CK (avq_cuk_im2col (cv->stream, cv->d_pixels, cv->C, cv->S, cv->P, cv->G,
-                      cv->patches));
-  CK (avq_cuk_embed_init (cv->stream, cv->pos, cv->cls, cv->T, D, cv->x));
-  /* The patch GEMM accumulates onto the position embeddings of rows 1.. */
-  if (!linear16 (cv, NP, cv->patch_dim, D, cv->patches, cv->patch_dim,
-                 cv->patch_w, 1.0f, cv->x + D, CUDA_R_32F, D, error))
-    return FALSE;
-  CK (avq_cuk_layernorm (cv->stream, cv->x, cv->T, D, cv->pre_w, cv->pre_b,
+  for (int f = 0; f < n; f++) {
+    guint16 *patches = cv->patches + (gsize) f * NP * pd;
+    float *x = cv->x + (gsize) f * T * D;
+    CK (avq_cuk_im2col (cv->stream, cv->d_pixels + f * px, cv->C, cv->S, cv->P,
+                        cv->G, patches));
+    CK (avq_cuk_embed_init (cv->stream, cv->pos, cv->cls, T, D, x));
+    /* The patch GEMM accumulates onto the position embeddings of rows 1..
+     * of each input (row 0 is its CLS token). */
+    if (!linear16 (cv, NP, pd, D, patches, pd, cv->patch_w, 1.0f, x + D,
+                   CUDA_R_32F, D, error))
+      return FALSE;
+  }
+  CK (avq_cuk_layernorm (cv->stream, cv->x, n * T, D, cv->pre_w, cv->pre_b,
                          cv->eps, cv->x, NULL, NULL, NULL));
   return TRUE;
 }
 
-/* x <- x + Attn(z16); x <- x + FC2(act(FC1(LN2(x)))). */
+/* x <- x + Attn(z16); x <- x + FC2(act(FC1(LN2(x)))), over n T rows. */
 static gboolean
-layer_from_ln1 (AvqCudaVision *cv, int i, GError **error)
+layer_from_ln1 (AvqCudaVision *cv, int i, int n, GError **error)
 {
   const CudaLayer *l = &cv->layers[i];
-  const int T = cv->T, D = cv->D, I = cv->I;
-  if (!linear16 (cv, T, D, 3 * D, cv->z16, D, l->qkv_w, 0.0f, cv->qkv32,
+  const int R = n * cv->T, D = cv->D, I = cv->I;
+  if (!linear16 (cv, R, D, 3 * D, cv->z16, D, l->qkv_w, 0.0f, cv->qkv32,
                  CUDA_R_32F, 3 * D, error))
     return FALSE;
-  CK (avq_cuk_bias_act (cv->stream, cv->qkv32, 3 * D, T, 3 * D, l->qkv_b,
+  CK (avq_cuk_bias_act (cv->stream, cv->qkv32, 3 * D, R, 3 * D, l->qkv_b,
                         AVQ_CUK_ACT_NONE, NULL, cv->qkv16, 3 * D));
-  if (!attention (cv, error))
+  if (!attention (cv, n, error))
     return FALSE;
-  if (!linear16 (cv, T, D, D, cv->attn16, D, l->out_w, 1.0f, cv->x, CUDA_R_32F,
+  if (!linear16 (cv, R, D, D, cv->attn16, D, l->out_w, 1.0f, cv->x, CUDA_R_32F,
                  D, error))
     return FALSE;
-  CK (avq_cuk_bias_act (cv->stream, cv->x, D, T, D, l->out_b, AVQ_CUK_ACT_NONE,
+  CK (avq_cuk_bias_act (cv->stream, cv->x, D, R, D, l->out_b, AVQ_CUK_ACT_NONE,
                         cv->x, NULL, D));
-  CK (avq_cuk_layernorm (cv->stream, cv->x, T, D, l->ln2_w, l->ln2_b, cv->eps,
+  CK (avq_cuk_layernorm (cv->stream, cv->x, R, D, l->ln2_w, l->ln2_b, cv->eps,
                          NULL, cv->z16, NULL, NULL));
-  if (!linear16 (cv, T, D, I, cv->z16, D, l->fc1_w, 0.0f, cv->mlp32, CUDA_R_32F,
+  if (!linear16 (cv, R, D, I, cv->z16, D, l->fc1_w, 0.0f, cv->mlp32, CUDA_R_32F,
                  I, error))
     return FALSE;
-  CK (avq_cuk_bias_act (cv->stream, cv->mlp32, I, T, I, l->fc1_b, cv->act, NULL,
+  CK (avq_cuk_bias_act (cv->stream, cv->mlp32, I, R, I, l->fc1_b, cv->act, NULL,
                         cv->mlp16, I));
-  if (!linear16 (cv, T, I, D, cv->mlp16, I, l->fc2_w, 1.0f, cv->x, CUDA_R_32F,
+  if (!linear16 (cv, R, I, D, cv->mlp16, I, l->fc2_w, 1.0f, cv->x, CUDA_R_32F,
                  D, error))
     return FALSE;
-  CK (avq_cuk_bias_act (cv->stream, cv->x, D, T, D, l->fc2_b, AVQ_CUK_ACT_NONE,
+  CK (avq_cuk_bias_act (cv->stream, cv->x, D, R, D, l->fc2_b, AVQ_CUK_ACT_NONE,
                         cv->x, NULL, D));
   return TRUE;
 }
 
 static gboolean
-run_layers (AvqCudaVision *cv, int first, int last, GError **error)
+run_layers (AvqCudaVision *cv, int first, int last, int n, GError **error)
 {
   for (int i = first; i < last; i++) {
     const CudaLayer *l = &cv->layers[i];
-    CK (avq_cuk_layernorm (cv->stream, cv->x, cv->T, cv->D, l->ln1_w, l->ln1_b,
-                           cv->eps, NULL, cv->z16, NULL, NULL));
-    if (!layer_from_ln1 (cv, i, error))
+    CK (avq_cuk_layernorm (cv->stream, cv->x, n * cv->T, cv->D, l->ln1_w,
+                           l->ln1_b, cv->eps, NULL, cv->z16, NULL, NULL));
+    if (!layer_from_ln1 (cv, i, n, error))
       return FALSE;
   }
   return TRUE;
 }
 
-/* Selected features of x -> projector -> `features` on the host. */
+/* Each input's selected rows of x -> projector over n F rows -> the pinned
+ * h_out [n, F, O]. */
 static gboolean
-project (AvqCudaVision *cv, float *features, GError **error)
+project (AvqCudaVision *cv, int n, GError **error)
 {
-  const int D = cv->D, O = cv->proj_out, F = cv->F;
-  const float *sel = cv->select_cls ? cv->x : cv->x + D;
-  CK (avq_cuk_to_half (cv->stream, sel, (size_t) F * D, cv->sel16));
-  if (!linear16 (cv, F, D, O, cv->sel16, D, cv->p_w1, 0.0f, cv->ptmp32,
+  const int D = cv->D, O = cv->proj_out, F = cv->F, T = cv->T, R = n * F;
+  for (int f = 0; f < n; f++) {
+    const float *x = cv->x + (gsize) f * T * D;
+    CK (avq_cuk_to_half (cv->stream, cv->select_cls ? x : x + D,
+                         (size_t) F * D, cv->sel16 + (gsize) f * F * D));
+  }
+  if (!linear16 (cv, R, D, O, cv->sel16, D, cv->p_w1, 0.0f, cv->ptmp32,
                  CUDA_R_32F, O, error))
     return FALSE;
-  CK (avq_cuk_bias_act (cv->stream, cv->ptmp32, O, F, O, cv->p_b1, cv->proj_act,
+  CK (avq_cuk_bias_act (cv->stream, cv->ptmp32, O, R, O, cv->p_b1, cv->proj_act,
                         NULL, cv->ptmp16, O));
-  if (!linear16 (cv, F, O, O, cv->ptmp16, O, cv->p_w2, 0.0f, cv->pout,
+  if (!linear16 (cv, R, O, O, cv->ptmp16, O, cv->p_w2, 0.0f, cv->pout,
                  CUDA_R_32F, O, error))
     return FALSE;
   if (cv->p_b2 != NULL)
-    CK (avq_cuk_bias_act (cv->stream, cv->pout, O, F, O, cv->p_b2,
+    CK (avq_cuk_bias_act (cv->stream, cv->pout, O, R, O, cv->p_b2,
                           AVQ_CUK_ACT_NONE, cv->pout, NULL, O));
-  CK (cudaMemcpyAsync (cv->h_out, cv->pout, sizeof (float) * cv->h_out_floats,
+  CK (cudaMemcpyAsync (cv->h_out, cv->pout, sizeof (float) * R * O,
                        cudaMemcpyDeviceToHost, cv->stream));
-  CK (cudaStreamSynchronize (cv->stream));
-  memcpy (features, cv->h_out, sizeof (float) * cv->h_out_floats);
   return TRUE;
 }
 
@@ -618,132 +706,254 @@ need_layers (AvqCudaVision *cv, int n, GError **error)
   return TRUE;
 }
 
-gboolean
-avq_cuda_vision_encode (AvqCudaVision *cv, const float *pixels,
-                        AvqFrame *frame, float *margins, GError **error)
+static gboolean
+need_projector (AvqCudaVision *cv, GError **error)
 {
-  g_return_val_if_fail (cv->have_q, FALSE);
-  g_return_val_if_fail (frame->tokens == (guint) cv->T, FALSE);
-  const int T = cv->T, D = cv->D, K = cv->K, L = cv->q_layer;
-  if (!avq_cuda_context_enter (cv->ctx, error) || !need_layers (cv, L, error) ||
-      !embed (cv, pixels, error) ||
-      !run_layers (cv, 0, L, error))
+  if (!cv->have_projector) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "CUDA backend: the projector is not uploaded");
     return FALSE;
+  }
+  return need_layers (cv, cv->layers_run, error);
+}
 
+/* ---- the three passes, as graphs ---------------------------------------- */
+
+typedef enum {
+  PASS_ENCODE = 1,
+  PASS_DECODE = 2,
+  PASS_FEATURES = 3,
+} PassKind;
+
+typedef struct {
+  AvqCudaVision *cv;
+  int n;
+} Pass;
+
+/* Edge: pinned pixels -> pinned indices, margins, side codes and ranges. */
+static gboolean
+issue_encode (gpointer data, GError **error)
+{
+  const Pass *p = data;
+  AvqCudaVision *cv = p->cv;
+  const int n = p->n, T = cv->T, R = n * T, D = cv->D, K = cv->K;
+  if (!embed (cv, n, error) || !run_layers (cv, 0, cv->q_layer, n, error))
+    return FALSE;
   /* z = LN1_L(x_L) with its statistics; u = z + s (z W_in^T + b_in). */
-  CK (avq_cuk_layernorm (cv->stream, cv->x, T, D, cv->q_ln1_w, cv->q_ln1_b,
+  CK (avq_cuk_layernorm (cv->stream, cv->x, R, D, cv->q_ln1_w, cv->q_ln1_b,
                          cv->eps, cv->z32, cv->z16, cv->mean, cv->sigma));
-  if (!linear16 (cv, T, D, D, cv->z16, D, cv->in_w, 0.0f, cv->tmp32, CUDA_R_32F,
+  if (!linear16 (cv, R, D, D, cv->z16, D, cv->in_w, 0.0f, cv->tmp32, CUDA_R_32F,
                  D, error))
     return FALSE;
-  CK (avq_cuk_dlp (cv->stream, cv->z32, cv->tmp32, cv->in_b, cv->in_scale, T, D,
+  CK (avq_cuk_dlp (cv->stream, cv->z32, cv->tmp32, cv->in_b, cv->in_scale, R, D,
                    cv->tmp32, NULL));
   /* scores = u E^T in fp32 (no tensor-core rounding of the inputs), then
    * the row argmin of ||e||^2 - 2 u.e. */
   const float one = 1.0f, zero = 0.0f;
-  CKB (cublasGemmEx (cv->blas, CUBLAS_OP_T, CUBLAS_OP_N, K, T, D, &one,
+  CKB (cublasGemmEx (cv->blas, CUBLAS_OP_T, CUBLAS_OP_N, K, R, D, &one,
                      cv->codebook, CUDA_R_32F, D, cv->tmp32, CUDA_R_32F, D,
                      &zero, cv->qscores, CUDA_R_32F, K, CUBLAS_COMPUTE_32F,
                      CUBLAS_GEMM_DEFAULT));
-  CK (avq_cuk_argmin (cv->stream, cv->qscores, cv->sqnorm, T, K, cv->idx,
+  CK (avq_cuk_argmin (cv->stream, cv->qscores, cv->sqnorm, R, K, cv->idx,
                       cv->margin));
-  CK (cudaMemcpyAsync (cv->h_idx, cv->idx, sizeof (gint32) * T,
+  CK (cudaMemcpyAsync (cv->h_idx, cv->idx, sizeof (gint32) * R,
                        cudaMemcpyDeviceToHost, cv->stream));
-  if (margins != NULL)
-    CK (cudaMemcpyAsync (cv->h_margin, cv->margin, sizeof (float) * T,
-                         cudaMemcpyDeviceToHost, cv->stream));
+  CK (cudaMemcpyAsync (cv->h_margin, cv->margin, sizeof (float) * R,
+                       cudaMemcpyDeviceToHost, cv->stream));
   if (cv->side_bits > 0) {
-    CK (avq_cuk_side_encode (cv->stream, cv->mean, cv->sigma, T, cv->side_bits,
-                             cv->range, cv->codes));
-    CK (cudaMemcpyAsync (cv->h_codes, cv->codes, sizeof (gint32) * 2 * T,
+    /* Side ranges are per frame: one launch per input. */
+    for (int f = 0; f < n; f++)
+      CK (avq_cuk_side_encode (cv->stream, cv->mean + f * T, cv->sigma + f * T,
+                               T, cv->side_bits, cv->range + 4 * f,
+                               cv->codes + 2 * f * T));
+    CK (cudaMemcpyAsync (cv->h_codes, cv->codes, sizeof (gint32) * 2 * R,
                          cudaMemcpyDeviceToHost, cv->stream));
-    CK (cudaMemcpyAsync (cv->h_range, cv->range, sizeof (float) * 4,
+    CK (cudaMemcpyAsync (cv->h_range, cv->range, sizeof (float) * 4 * n,
                          cudaMemcpyDeviceToHost, cv->stream));
-  }
-  CK (cudaStreamSynchronize (cv->stream));
-
-  for (int t = 0; t < T; t++)
-    frame->indices[t] = (guint16) cv->h_idx[t];
-  if (margins != NULL)
-    memcpy (margins, cv->h_margin, sizeof (float) * T);
-  if (cv->side_bits > 0) {
-    memcpy (frame->side_range, cv->h_range, sizeof (float) * 4);
-    for (int i = 0; i < 2 * T; i++)
-      frame->side_codes[i] = (guint16) cv->h_codes[i];
   }
   return TRUE;
 }
 
-static float
-side_step (float lo, float hi, int bits)
+/* Cloud: pinned indices, side codes and ranges -> pinned features. Every
+ * per-frame value reaches the kernels through device memory (uploaded in
+ * the pass), never through launch arguments, so a replay sees this call's
+ * frames. */
+static gboolean
+issue_decode (gpointer data, GError **error)
 {
-  return hi == lo ? 1.0f : (hi - lo) / (float) ((1u << bits) - 1);
+  const Pass *p = data;
+  AvqCudaVision *cv = p->cv;
+  const int n = p->n, T = cv->T, R = n * T, D = cv->D, L = cv->q_layer;
+  CK (cudaMemcpyAsync (cv->idx, cv->h_idx, sizeof (gint32) * R,
+                       cudaMemcpyHostToDevice, cv->stream));
+  /* q = e_i; zhat = q + s (q W_out^T + b_out). */
+  CK (avq_cuk_gather (cv->stream, cv->codebook, cv->idx, R, D, cv->z32,
+                      cv->z16));
+  if (!linear16 (cv, R, D, D, cv->z16, D, cv->out_w, 0.0f, cv->tmp32,
+                 CUDA_R_32F, D, error))
+    return FALSE;
+  CK (avq_cuk_dlp (cv->stream, cv->z32, cv->tmp32, cv->out_b, cv->out_scale, R,
+                   D, cv->z32, cv->z16));
+  if (cv->q_derive) {
+    CK (avq_cuk_derive_residual (cv->stream, cv->z32, cv->q_ln1_w, cv->q_ln1_b,
+                                 cv->q_pre_w, cv->qq, cv->dB, cv->dC, cv->dR,
+                                 R, D, cv->x));
+  } else {
+    CK (cudaMemcpyAsync (cv->codes, cv->h_codes, sizeof (gint32) * 2 * R,
+                         cudaMemcpyHostToDevice, cv->stream));
+    CK (cudaMemcpyAsync (cv->range, cv->h_range, sizeof (float) * 4 * n,
+                         cudaMemcpyHostToDevice, cv->stream));
+    for (int f = 0; f < n; f++) {
+      const gsize o = (gsize) f * T * D;
+      CK (avq_cuk_side_residual (cv->stream, cv->z32 + o, cv->codes + 2 * f * T,
+                                 cv->range + 4 * f, cv->side_bits, cv->q_ln1_w,
+                                 cv->q_ln1_b, T, D, cv->x + o));
+    }
+  }
+  return layer_from_ln1 (cv, L, n, error) &&
+         run_layers (cv, L + 1, cv->layers_run, n, error) &&
+         project (cv, n, error);
+}
+
+/* Unsplit: pinned pixels -> pinned features. */
+static gboolean
+issue_features (gpointer data, GError **error)
+{
+  const Pass *p = data;
+  AvqCudaVision *cv = p->cv;
+  return embed (cv, p->n, error) &&
+         run_layers (cv, 0, cv->layers_run, p->n, error) &&
+         project (cv, p->n, error);
+}
+
+/* Runs pass `kind` for n inputs (staged in the pinned mirrors) as the graph
+ * cached for (kind, n), then waits for it: the outputs are in the pinned
+ * mirrors, and the mirrors may be refilled by the next call.
+ * (The context runs the first call of a key uncaptured, as a warm-up.) */
+static gboolean
+run_pass (AvqCudaVision *cv, PassKind kind, int n, AvqCudaIssueFunc issue,
+          GError **error)
+{
+  Pass p = { cv, n };
+  const guint64 key = ((guint64) kind << 32) | (guint32) n;
+  if (!avq_cuda_context_run_graph (cv->ctx, key, issue, &p, error))
+    return FALSE;
+  CK (cudaStreamSynchronize (cv->stream));
+  return TRUE;
+}
+
+/* Checks shared by the batch entry points; makes room for n inputs. */
+static gboolean
+begin_batch (AvqCudaVision *cv, guint n, GError **error)
+{
+  if (n < 1 || n > G_MAXINT / (guint) (cv->T * 4)) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "CUDA backend: batch of %u inputs", n);
+    return FALSE;
+  }
+  return avq_cuda_context_enter (cv->ctx, error) &&
+         ensure_batch (cv, (int) n, error);
+}
+
+static void
+stage_pixels (AvqCudaVision *cv, const float *const *pixels, guint n)
+{
+  const gsize px = (gsize) cv->C * cv->S * cv->S;
+  for (guint f = 0; f < n; f++)
+    memcpy (cv->h_pixels + f * px, pixels[f], sizeof (float) * px);
+}
+
+gboolean
+avq_cuda_vision_encode_batch (AvqCudaVision *cv, const float *const *pixels,
+                              guint n, AvqFrame *const *frames, float *margins,
+                              GError **error)
+{
+  g_return_val_if_fail (cv->have_q, FALSE);
+  const int T = cv->T;
+  for (guint f = 0; f < n; f++)
+    g_return_val_if_fail (frames[f]->tokens == (guint) T, FALSE);
+  if (!need_layers (cv, cv->q_layer, error) || !begin_batch (cv, n, error))
+    return FALSE;
+  stage_pixels (cv, pixels, n);
+  if (!run_pass (cv, PASS_ENCODE, (int) n, issue_encode, error))
+    return FALSE;
+  for (guint f = 0; f < n; f++) {
+    AvqFrame *frame = frames[f];
+    const gint32 *idx = cv->h_idx + (gsize) f * T;
+    for (int t = 0; t < T; t++)
+      frame->indices[t] = (guint16) idx[t];
+    if (cv->side_bits > 0) {
+      const gint32 *codes = cv->h_codes + (gsize) f * 2 * T;
+      memcpy (frame->side_range, cv->h_range + 4 * f, sizeof (float) * 4);
+      for (int i = 0; i < 2 * T; i++)
+        frame->side_codes[i] = (guint16) codes[i];
+    }
+  }
+  if (margins != NULL)
+    memcpy (margins, cv->h_margin, sizeof (float) * T * n);
+  return TRUE;
+}
+
+gboolean
+avq_cuda_vision_encode (AvqCudaVision *cv, const float *pixels,
+                        AvqFrame *frame, float *margins, GError **error)
+{
+  return avq_cuda_vision_encode_batch (cv, &pixels, 1, &frame, margins, error);
+}
+
+gboolean
+avq_cuda_vision_decode_batch (AvqCudaVision *cv, const AvqFrame *const *frames,
+                              guint n, float *features, GError **error)
+{
+  g_return_val_if_fail (cv->have_q, FALSE);
+  const int T = cv->T;
+  for (guint f = 0; f < n; f++)
+    g_return_val_if_fail (frames[f]->tokens == (guint) T, FALSE);
+  if (!need_projector (cv, error) || !begin_batch (cv, n, error))
+    return FALSE;
+  for (guint f = 0; f < n; f++) {
+    const AvqFrame *frame = frames[f];
+    gint32 *idx = cv->h_idx + (gsize) f * T;
+    for (int t = 0; t < T; t++)
+      idx[t] = frame->indices[t];
+    if (!cv->q_derive) {
+      gint32 *codes = cv->h_codes + (gsize) f * 2 * T;
+      for (int i = 0; i < 2 * T; i++)
+        codes[i] = frame->side_codes[i];
+      memcpy (cv->h_range + 4 * f, frame->side_range, sizeof (float) * 4);
+    }
+  }
+  if (!run_pass (cv, PASS_DECODE, (int) n, issue_decode, error))
+    return FALSE;
+  memcpy (features, cv->h_out, sizeof (float) * cv->F * cv->proj_out * n);
+  return TRUE;
 }
 
 gboolean
 avq_cuda_vision_decode (AvqCudaVision *cv, const AvqFrame *frame,
                         float *features, GError **error)
 {
-  g_return_val_if_fail (cv->have_q, FALSE);
-  g_return_val_if_fail (frame->tokens == (guint) cv->T, FALSE);
-  const int T = cv->T, D = cv->D, L = cv->q_layer;
-  if (!cv->have_projector || !need_layers (cv, cv->layers_run, error)) {
-    if (!cv->have_projector)
-      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
-                   "CUDA backend: the projector is not uploaded");
+  return avq_cuda_vision_decode_batch (cv, &frame, 1, features, error);
+}
+
+gboolean
+avq_cuda_vision_features_batch (AvqCudaVision *cv, const float *const *pixels,
+                                guint n, float *features, GError **error)
+{
+  if (!need_projector (cv, error) || !begin_batch (cv, n, error))
     return FALSE;
-  }
-  if (!avq_cuda_context_enter (cv->ctx, error))
+  stage_pixels (cv, pixels, n);
+  if (!run_pass (cv, PASS_FEATURES, (int) n, issue_features, error))
     return FALSE;
-  for (int t = 0; t < T; t++)
-    cv->h_idx[t] = frame->indices[t];
-  CK (cudaMemcpyAsync (cv->idx, cv->h_idx, sizeof (gint32) * T,
-                       cudaMemcpyHostToDevice, cv->stream));
-  /* q = e_i; zhat = q + s (q W_out^T + b_out). */
-  CK (avq_cuk_gather (cv->stream, cv->codebook, cv->idx, T, D, cv->z32,
-                      cv->z16));
-  if (!linear16 (cv, T, D, D, cv->z16, D, cv->out_w, 0.0f, cv->tmp32,
-                 CUDA_R_32F, D, error))
-    return FALSE;
-  CK (avq_cuk_dlp (cv->stream, cv->z32, cv->tmp32, cv->out_b, cv->out_scale, T,
-                   D, cv->z32, cv->z16));
-  if (cv->q_derive) {
-    CK (avq_cuk_derive_residual (cv->stream, cv->z32, cv->q_ln1_w, cv->q_ln1_b,
-                                 cv->q_pre_w, cv->qq, cv->dB, cv->dC, cv->dR,
-                                 T, D, cv->x));
-  } else {
-    for (int i = 0; i < 2 * T; i++)
-      cv->h_codes[i] = frame->side_codes[i];
-    CK (cudaMemcpyAsync (cv->codes, cv->h_codes, sizeof (gint32) * 2 * T,
-                         cudaMemcpyHostToDevice, cv->stream));
-    const float *r = frame->side_range;
-    CK (avq_cuk_side_residual (cv->stream, cv->z32, cv->codes, r[0],
-                               side_step (r[0], r[1], cv->side_bits), r[2],
-                               side_step (r[2], r[3], cv->side_bits),
-                               cv->q_ln1_w, cv->q_ln1_b, T, D, cv->x));
-  }
-  /* The host mirrors are reused by the next frame: the uploads above must
-   * have left them before this call returns. project() synchronises. */
-  if (!layer_from_ln1 (cv, L, error) ||
-      !run_layers (cv, L + 1, cv->layers_run, error))
-    return FALSE;
-  return project (cv, features, error);
+  memcpy (features, cv->h_out, sizeof (float) * cv->F * cv->proj_out * n);
+  return TRUE;
 }
 
 gboolean
 avq_cuda_vision_features (AvqCudaVision *cv, const float *pixels,
                           float *features, GError **error)
 {
-  if (!cv->have_projector || !need_layers (cv, cv->layers_run, error)) {
-    if (!cv->have_projector)
-      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
-                   "CUDA backend: the projector is not uploaded");
-    return FALSE;
-  }
-  if (!avq_cuda_context_enter (cv->ctx, error) || !embed (cv, pixels, error) ||
-      !run_layers (cv, 0, cv->layers_run, error))
-    return FALSE;
-  return project (cv, features, error);
+  return avq_cuda_vision_features_batch (cv, &pixels, 1, features, error);
 }
 
 gboolean
@@ -751,15 +961,34 @@ avq_cuda_vision_hidden (AvqCudaVision *cv, const float *pixels, int n_layers,
                         float *hidden, GError **error)
 {
   if (n_layers < 0 || !need_layers (cv, n_layers, error) ||
-      !avq_cuda_context_enter (cv->ctx, error))
+      !begin_batch (cv, 1, error))
     return FALSE;
-  if (!embed (cv, pixels, error) || !run_layers (cv, 0, n_layers, error))
+  /* Tests only: not captured (n_layers varies, the copy out is pageable). */
+  stage_pixels (cv, &pixels, 1);
+  if (!embed (cv, 1, error) || !run_layers (cv, 0, n_layers, 1, error))
     return FALSE;
-  /* A plain (pageable) copy: tests only. */
   CK (cudaMemcpyAsync (hidden, cv->x, sizeof (float) * cv->T * cv->D,
                        cudaMemcpyDeviceToHost, cv->stream));
   CK (cudaStreamSynchronize (cv->stream));
   return TRUE;
+}
+
+void
+avq_cuda_vision_set_graphs (AvqCudaVision *cv, gboolean enabled)
+{
+  avq_cuda_context_set_graphs (cv->ctx, enabled);
+}
+
+guint
+avq_cuda_vision_graphs_captured (const AvqCudaVision *cv)
+{
+  return avq_cuda_context_graphs_captured (cv->ctx);
+}
+
+int
+avq_cuda_vision_batch_capacity (const AvqCudaVision *cv)
+{
+  return cv->cap;
 }
 
 guint64

@@ -61,8 +61,40 @@ gboolean avq_cuda_vision_decode (AvqCudaVision *cv, const AvqFrame *frame,
 gboolean avq_cuda_vision_features (AvqCudaVision *cv, const float *pixels,
                                    float *features, GError **error);
 
+/* ---- batches ----
+ *
+ * The same three paths for n >= 1 inputs run as ONE forward of n * tokens
+ * rows: every GEMM, LayerNorm and elementwise step over all rows, attention
+ * and the per-frame parts of the quantiser (side ranges, side residual)
+ * input by input. The single-input calls above are n = 1 of these.
+ * Activations grow to the largest n seen. Each (path, n) is captured once
+ * as a CUDA graph and replayed (inputs and outputs go through pinned
+ * buffers inside the pass; per-frame values reach the kernels through
+ * device memory), unless graphs are off (avq_cuda_vision_set_graphs, or
+ * AVQ_CUDA_GRAPHS=0 when the backend is created). Frames are validated by
+ * the caller. */
+gboolean avq_cuda_vision_encode_batch (AvqCudaVision *cv,
+                                       const float *const *pixels, guint n,
+                                       AvqFrame *const *frames, float *margins,
+                                       GError **error);
+/* features: n * feature tokens * text hidden floats, input i at offset
+ * i * feature tokens * text hidden. */
+gboolean avq_cuda_vision_decode_batch (AvqCudaVision *cv,
+                                       const AvqFrame *const *frames, guint n,
+                                       float *features, GError **error);
+gboolean avq_cuda_vision_features_batch (AvqCudaVision *cv,
+                                         const float *const *pixels, guint n,
+                                         float *features, GError **error);
+
+/* Graphs on or off (off drops the cached ones); graphs captured so far; the
+ * batch size the activations are allocated for. For tests and benchmarks. */
+void avq_cuda_vision_set_graphs (AvqCudaVision *cv, gboolean enabled);
+guint avq_cuda_vision_graphs_captured (const AvqCudaVision *cv);
+int avq_cuda_vision_batch_capacity (const AvqCudaVision *cv);
+
 /* For tests: hidden_states[n_layers] [tokens, D] from pixels (0: the
- * pre_layrnorm output); n_layers must not exceed the uploaded layers. */
+ * pre_layrnorm output); n_layers must not exceed the uploaded layers. Not
+ * captured into a graph. */
 gboolean avq_cuda_vision_hidden (AvqCudaVision *cv, const float *pixels,
                                  int n_layers, float *hidden, GError **error);
 

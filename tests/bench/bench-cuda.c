@@ -9,9 +9,14 @@
  *
  * The LLaMA decoder has its own benchmark, bench-cuda-llm.c.
  *
- * Timed from the host, per frame, including the host<->device copies the
+ * Timed from the host, per call, including the host<->device copies the
  * engine does (pixels in, indices or features out): the cost a pipeline
- * sees. Needs a CUDA device; exits 77 without one. */
+ * sees. Each path is timed at batch 1 and at batch 8 (eight different
+ * images as one forward through the batch entry points, figures suffixed
+ * _b8, with ms per batch and per frame), with CUDA graphs (the default:
+ * the first two untimed runs capture) and, for L1 and the unsplit path,
+ * once more with graphs off (AVQ_CUDA_GRAPHS=0, suffix _nographs).
+ * Needs a CUDA device; exits 77 without one. */
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <math.h>
@@ -26,6 +31,7 @@
 #define TEXT 4096
 #define IMAGE 336
 #define LAYERS_RUN 23
+#define BATCH 8
 
 static int
 cmp_double (const void *a, const void *b)
@@ -41,6 +47,79 @@ report (const char *figure, double *ms, int n, const char *extra)
   g_print ("{\"figure\": \"%s\", \"median_ms\": %.3f, \"min_ms\": %.3f, "
            "\"max_ms\": %.3f, \"runs\": %d%s%s}\n", figure, ms[n / 2], ms[0],
            ms[n - 1], n, extra ? ", " : "", extra ? extra : "");
+}
+
+/* A batch figure: ms per batch (median, min, max) and per frame. */
+static void
+report_batch (const char *figure, double *ms, int runs, guint n,
+              gboolean graphs)
+{
+  qsort (ms, runs, sizeof (double), cmp_double);
+  g_autofree char *extra = g_strdup_printf (
+      "\"batch\": %u, \"ms_per_frame\": %.3f, \"graphs\": %s", n,
+      ms[runs / 2] / n, graphs ? "true" : "false");
+  report (figure, ms, runs, extra);
+}
+
+/* Times the batch entry points for n inputs on one engine: edge then cloud
+ * (the cloud decoding the edge's frames) when it has an AVQ file, else the
+ * unsplit features. The last run's frames (n, to free) and features
+ * (n * 576 * TEXT) are left for agreement checks. */
+static void
+bench_batch (AvqEngine *gpu, const char *tag, const float *const *in, guint n,
+             int runs, double *ms, gboolean graphs, AvqFrame **frames,
+             float *features)
+{
+  g_autoptr (GError) error = NULL;
+  const char *suffix = graphs ? "" : "_nographs";
+  g_autofree char *bn = n > 1 ? g_strdup_printf ("_b%u", n) : g_strdup ("");
+  if (avq_engine_has_avq (gpu)) {
+    for (guint f = 0; f < n; f++)
+      frames[f] = NULL;
+    for (int i = -2; i < runs; i++) {
+      for (guint f = 0; f < n; f++)
+        g_clear_pointer (&frames[f], avq_frame_free);
+      gint64 s = g_get_monotonic_time ();
+      if (!avq_engine_encode_pixels_batch (gpu, in, n, frames, &error))
+        g_error ("cuda encode batch %u: %s", n, error->message);
+      if (i >= 0)
+        ms[i] = (g_get_monotonic_time () - s) / 1000.0;
+    }
+    g_autofree char *fig = g_strdup_printf ("avq_cuda_encode_%s%s%s", tag, bn, suffix);
+    report_batch (fig, ms, runs, n, graphs);
+    for (int i = -2; i < runs; i++) {
+      gint64 s = g_get_monotonic_time ();
+      if (!avq_engine_decode_frames (gpu, (const AvqFrame *const *) frames, n,
+                                     features, &error))
+        g_error ("cuda decode batch %u: %s", n, error->message);
+      if (i >= 0)
+        ms[i] = (g_get_monotonic_time () - s) / 1000.0;
+    }
+    g_free (fig);
+    fig = g_strdup_printf ("avq_cuda_decode_%s%s%s", tag, bn, suffix);
+    report_batch (fig, ms, runs, n, graphs);
+    return;
+  }
+  for (int i = -2; i < runs; i++) {
+    gint64 s = g_get_monotonic_time ();
+    if (!avq_engine_features_from_pixels_batch (gpu, in, n, features, &error))
+      g_error ("cuda features batch %u: %s", n, error->message);
+    if (i >= 0)
+      ms[i] = (g_get_monotonic_time () - s) / 1000.0;
+  }
+  /* tag "unsplit" (cuBLAS attention) or the attention kernel's name. */
+  const gboolean named = strcmp (tag, "unsplit") != 0;
+  g_autofree char *fig = g_strdup_printf ("avq_cuda_image_features%s%s%s%s",
+                                          named ? "_" : "", named ? tag : "", bn,
+                                          suffix);
+  report_batch (fig, ms, runs, n, graphs);
+}
+
+static void
+free_frames (AvqFrame **frames, guint n)
+{
+  for (guint f = 0; f < n; f++)
+    g_clear_pointer (&frames[f], avq_frame_free);
 }
 
 static double
@@ -85,6 +164,7 @@ main (int argc, char **argv)
   g_option_context_add_main_entries (ctx, entries, NULL);
   g_autoptr (GError) error = NULL;
   g_unsetenv ("AVQ_CUDA_ATTENTION");
+  g_unsetenv ("AVQ_CUDA_GRAPHS");
   if (!g_option_context_parse (ctx, &argc, &argv, &error) || runs < 1 || cpu_runs < 0) {
     g_printerr ("bench-cuda: %s\n", error ? error->message
                                           : "--runs >= 1, --cpu-runs >= 0");
@@ -116,6 +196,15 @@ main (int argc, char **argv)
   g_autofree float *feat = g_new (float, nfeat);
   g_autofree float *ref = g_new (float, nfeat);
   g_autofree double *ms = g_new (double, MAX (runs, cpu_runs) + 1);
+  /* Batch 8: the image above first, then seven others. */
+  g_autofree float *px8 = g_new (float, (BATCH - 1) * npx);
+  for (gsize i = 0; i < (BATCH - 1) * npx; i++)
+    px8[i] = 2.0f * avq_bench_rng_uniform (&rng);
+  const float *in8[BATCH] = { px };
+  for (int f = 1; f < BATCH; f++)
+    in8[f] = px8 + (gsize) (f - 1) * npx;
+  g_autofree float *feat8 = g_new (float, BATCH * nfeat);
+  AvqFrame *frames8[BATCH];
 
   const char *avqs[2] = { avq0, avq1 };
   for (int a = 0; a < 2; a++) {
@@ -145,6 +234,29 @@ main (int argc, char **argv)
     g_free (fig);
     fig = g_strdup_printf ("avq_cuda_decode_%s", tag);
     report (fig, ms, runs, "\"batch\": 1");
+
+    /* Batch 8, and how its input 0 (the same image) agrees with batch 1:
+     * a taller GEMM may be tiled differently, which moves near-ties. */
+    bench_batch (gpu, tag, in8, BATCH, runs, ms, TRUE, frames8, feat8);
+    int same8 = 0;
+    for (int t = 0; t < 577; t++)
+      same8 += frames8[0]->indices[t] == frame->indices[t];
+    if (!avq_engine_decode_frame (gpu, frames8[0], feat, &error))
+      g_error ("cuda decode: %s", error->message);
+    g_print ("{\"figure\": \"avq_cuda_batch_vs_single_%s\", \"index_agreement\": %.4f, "
+             "\"decode_rel_error\": %.3g}\n", tag, same8 / 577.0,
+             rel_error (feat8, feat, nfeat));
+    free_frames (frames8, BATCH);
+    if (a == 1) {
+      /* Graphs off, for comparison. */
+      g_setenv ("AVQ_CUDA_GRAPHS", "0", TRUE);
+      g_autoptr (AvqEngine) plain = engine (dir, avqs[a], AVQ_DEVICE_CUDA);
+      g_unsetenv ("AVQ_CUDA_GRAPHS");
+      bench_batch (plain, tag, in8, 1, runs, ms, FALSE, frames8, feat8);
+      free_frames (frames8, 1);
+      bench_batch (plain, tag, in8, BATCH, runs, ms, FALSE, frames8, feat8);
+      free_frames (frames8, BATCH);
+    }
 
     if (cpu_runs > 0) {
       g_autoptr (AvqEngine) cpu = engine (dir, avqs[a], AVQ_DEVICE_CPU);
@@ -184,25 +296,39 @@ main (int argc, char **argv)
       ms[i] = (g_get_monotonic_time () - s) / 1000.0;
   }
   report ("avq_cuda_image_features", ms, runs, "\"batch\": 1");
-
-  /* The same with the fused attention kernel: speed, and agreement with
-   * the cuBLAS-attention features just computed. */
-  g_autofree float *fused = g_new (float, nfeat);
-  g_setenv ("AVQ_CUDA_ATTENTION", "fused", TRUE);
+  bench_batch (gpu, "unsplit", in8, BATCH, runs, ms, TRUE, NULL, feat8);
+  g_print ("{\"figure\": \"avq_cuda_batch_vs_single_unsplit\", \"features_rel_error\": %.3g}\n",
+           rel_error (feat8, feat, nfeat));
   {
+    g_setenv ("AVQ_CUDA_GRAPHS", "0", TRUE);
+    g_autoptr (AvqEngine) plain = engine (dir, NULL, AVQ_DEVICE_CUDA);
+    g_unsetenv ("AVQ_CUDA_GRAPHS");
+    bench_batch (plain, "unsplit", in8, 1, runs, ms, FALSE, NULL, feat8);
+    bench_batch (plain, "unsplit", in8, BATCH, runs, ms, FALSE, NULL, feat8);
+  }
+
+  /* The same with the fused attention kernels (CUDA-core "fused",
+   * tensor-core "flash"): speed, and agreement with the cuBLAS-attention
+   * features just computed. */
+  g_autofree float *fused = g_new (float, nfeat);
+  static const char *const kernels[2] = { "fused", "flash" };
+  for (int k = 0; k < 2; k++) {
+    g_setenv ("AVQ_CUDA_ATTENTION", kernels[k], TRUE);
     g_autoptr (AvqEngine) fe = engine (dir, NULL, AVQ_DEVICE_CUDA);
+    g_unsetenv ("AVQ_CUDA_ATTENTION");
     for (int i = -2; i < runs; i++) {
       gint64 s = g_get_monotonic_time ();
       if (!avq_engine_features_from_pixels (fe, px, fused, &error))
-        g_error ("cuda features (fused attention): %s", error->message);
+        g_error ("cuda features (%s attention): %s", kernels[k], error->message);
       if (i >= 0)
         ms[i] = (g_get_monotonic_time () - s) / 1000.0;
     }
     g_autofree char *extra = g_strdup_printf ("\"batch\": 1, \"rel_error_vs_gemm_attention\": %.3g",
                                               rel_error (fused, feat, nfeat));
-    report ("avq_cuda_image_features_fused", ms, runs, extra);
+    g_autofree char *figure = g_strdup_printf ("avq_cuda_image_features_%s", kernels[k]);
+    report (figure, ms, runs, extra);
+    bench_batch (fe, kernels[k], in8, BATCH, runs, ms, TRUE, NULL, feat8);
   }
-  g_unsetenv ("AVQ_CUDA_ATTENTION");
   if (cpu_runs > 0) {
     g_autoptr (AvqEngine) cpu = engine (dir, NULL, AVQ_DEVICE_CPU);
     for (int i = 0; i < cpu_runs; i++) {

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "avq-llama.h"
@@ -40,6 +41,12 @@ static char *opt_peer;
 static char *opt_peer_dtype;
 static gboolean opt_no_peer;
 static gboolean opt_keep;
+static char *opt_batch;
+static int opt_batch_prompt = 32;
+static int opt_batch_steps = 5;
+static gboolean opt_batch_only;
+static gboolean opt_batch_sgemm;
+static gboolean opt_cpu_time;
 
 static GOptionEntry entries[] = {
   { "layers", 'l', 0, G_OPTION_ARG_INT, &opt_layers, "Decoder layers in the model (default 4; 32 = the real size)", "N" },
@@ -53,6 +60,12 @@ static GOptionEntry entries[] = {
   { "peer", 0, 0, G_OPTION_ARG_FILENAME, &opt_peer, "PyTorch peer script (default tests/bench/bench_llama_peer.py next to the source)", "PATH" },
   { "peer-dtype", 0, 0, G_OPTION_ARG_STRING, &opt_peer_dtype, "Weight dtype in the peer: float32 (default, widened once), float16, bfloat16", "T" },
   { "no-peer", 0, 0, G_OPTION_ARG_NONE, &opt_no_peer, "Do not run the PyTorch peer", NULL },
+  { "batch", 'b', 0, G_OPTION_ARG_STRING, &opt_batch, "Batched decode: sequences per step to compare (default 1,4,8; \"\" skips)", "N,N,.." },
+  { "batch-prompt", 0, 0, G_OPTION_ARG_INT, &opt_batch_prompt, "Positions prefilled into each sequence before batched decode (default 32)", "N" },
+  { "batch-steps", 0, 0, G_OPTION_ARG_INT, &opt_batch_steps, "Timed batched decode steps per batch size (default 5; the median is printed)", "N" },
+  { "batch-only", 0, 0, G_OPTION_ARG_NONE, &opt_batch_only, "Only the batched decode figures (no prefill/decode split, no peer)", NULL },
+  { "cpu-time", 0, 0, G_OPTION_ARG_NONE, &opt_cpu_time, "Time batched decode steps in process CPU time, not wall time (with --threads 1: a fairer comparison on a busy machine)", NULL },
+  { "batch-sgemm", 0, 0, G_OPTION_ARG_NONE, &opt_batch_sgemm, "Also time batched decode through widened blocks + sgemm (AVQ_LLAMA_BATCH_GEMV_ROWS=0)", NULL },
   G_OPTION_ENTRY_NULL
 };
 
@@ -208,10 +221,22 @@ typedef struct {
   double prefill_ms, decode_ms;   /* medians; decode per token */
 } Figures;
 
+static const char *loadavg (void);
+
 static double
 now_ms (void)
 {
   return g_get_monotonic_time () / 1000.0;
+}
+
+/* --cpu-time: what the process itself spent, whatever else runs */
+static double
+step_clock_ms (void)
+{
+  struct timespec ts;
+  if (opt_cpu_time && clock_gettime (CLOCK_PROCESS_CPUTIME_ID, &ts) == 0)
+    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+  return now_ms ();
 }
 
 static gboolean
@@ -260,6 +285,91 @@ measure (const char *dir, Figures *out, GError **error)
   g_free (ids);
   g_free (emb);
   g_free (logits);
+  return ok;
+}
+
+/* Batched decode (avq_llama_decode_batch): every size in `sizes` advances
+ * that many sequences, each holding --batch-prompt positions, by one token
+ * a step. The sizes take turns step after step so that they see the same
+ * machine load. Prints one JSON line per size: the step time, and the time
+ * per generated token per sequence, which is what batching divides. With
+ * --batch-sgemm a second decoder made with AVQ_LLAMA_BATCH_GEMV_ROWS=0
+ * (widened weight blocks + sgemm for every batch) takes turns too. */
+static gboolean
+measure_batch (const char *dir, const int *sizes, int n_sizes, GError **error)
+{
+  int most = 0;
+  for (int i = 0; i < n_sizes; i++)
+    most = MAX (most, sizes[i]);
+  g_autoptr (AvqModel) model = avq_model_open (dir, error);
+  if (model == NULL)
+    return FALSE;
+  int n_paths = opt_batch_sgemm ? 2 : 1;
+  static const char *const path_name[2] = { "default", "sgemm" };
+  AvqLlama *llama[2] = { NULL, NULL };
+  /* every step of every size advances its sequences by one position */
+  int ctx = opt_batch_prompt + (opt_batch_steps + 1) * n_sizes + 1;
+  gboolean ok = TRUE;
+  g_autofree char *saved = g_strdup (g_getenv ("AVQ_LLAMA_BATCH_GEMV_ROWS"));
+  for (int p = 0; p < n_paths && ok; p++) {
+    if (p == 1)
+      g_setenv ("AVQ_LLAMA_BATCH_GEMV_ROWS", "0", TRUE);
+    llama[p] = avq_llama_new (model, ctx, error);
+    ok = llama[p] != NULL && avq_llama_set_sequences (llama[p], most, error);
+    if (ok)
+      avq_llama_set_threads (llama[p], opt_threads);
+  }
+  if (saved)
+    g_setenv ("AVQ_LLAMA_BATCH_GEMV_ROWS", saved, TRUE);
+  else
+    g_unsetenv ("AVQ_LLAMA_BATCH_GEMV_ROWS");
+
+  guint64 seed = 777;
+  g_autofree int *ids = g_new (int, MAX (opt_batch_prompt, most));
+  g_autofree int *seqs = g_new (int, most);
+  g_autofree float *emb = g_new (float, (gsize) opt_batch_prompt * HIDDEN);
+  g_autofree float *logits = g_new (float, (gsize) most * VOCAB);
+  for (int s = 0; s < most && ok; s++) {
+    for (int i = 0; i < opt_batch_prompt; i++)
+      ids[i] = (int) (xorshift (&seed) % 32000);
+    ok = avq_llama_embed (llama[0], ids, opt_batch_prompt, emb, error);
+    for (int p = 0; p < n_paths && ok; p++)
+      ok = avq_llama_prefill_sequence (llama[p], s, emb, opt_batch_prompt, NULL, error);
+    seqs[s] = s;
+  }
+  g_autofree double *ms = g_new (double, (gsize) n_paths * n_sizes * opt_batch_steps);
+  /* step -1 warms up (every weight page in, threads started) */
+  for (int step = -1; step < opt_batch_steps && ok; step++) {
+    for (int b = 0; b < n_sizes && ok; b++) {
+      for (int i = 0; i < sizes[b]; i++)
+        ids[i] = (int) (xorshift (&seed) % 32000);
+      for (int p = 0; p < n_paths && ok; p++) {
+        double t0 = step_clock_ms ();
+        ok = avq_llama_decode_batch (llama[p], seqs, ids, sizes[b], logits, error);
+        if (step >= 0)
+          ms[((gsize) p * n_sizes + b) * opt_batch_steps + step] = step_clock_ms () - t0;
+      }
+    }
+  }
+  for (int p = 0; p < n_paths && ok; p++) {
+    double base = 0;
+    for (int b = 0; b < n_sizes; b++) {
+      double step_ms = median (ms + ((gsize) p * n_sizes + b) * opt_batch_steps,
+                               opt_batch_steps);
+      double per_seq = step_ms / sizes[b];
+      if (b == 0)
+        base = per_seq;
+      g_print ("{\"bench\": \"llama-decode-batch\", \"path\": \"%s\", \"clock\": \"%s\", "
+               "\"layers\": %d, \"threads\": %d, \"prompt\": %d, \"batch\": %d, \"step_ms\": %.1f, "
+               "\"ms_per_token_per_seq\": %.1f, \"tokens_per_s\": %.2f, "
+               "\"gain_vs_batch_%d\": %.2f, \"load\": %s}\n", path_name[p],
+               opt_cpu_time ? "cpu" : "wall", opt_layers,
+               opt_threads, opt_batch_prompt, sizes[b], step_ms, per_seq, 1000.0 / per_seq,
+               sizes[0], base / per_seq, loadavg ());
+    }
+  }
+  for (int p = 0; p < n_paths; p++)
+    avq_llama_free (llama[p]);
   return ok;
 }
 
@@ -371,9 +481,25 @@ main (int argc, char **argv)
     return 2;
   }
   if (opt_layers < 2 || opt_layers > FULL_LAYERS || opt_prompt < 1 || opt_repeat < 1 ||
-      opt_decode < 1 || opt_threads < 1 || opt_rounds < 1) {
-    g_printerr ("need 2 <= layers <= 32, prompt, repeat, rounds, decode, threads >= 1\n");
+      opt_decode < 1 || opt_threads < 1 || opt_rounds < 1 || opt_batch_prompt < 1 ||
+      opt_batch_steps < 1) {
+    g_printerr ("need 2 <= layers <= 32, prompt, repeat, rounds, decode, threads, "
+                "batch-prompt, batch-steps >= 1\n");
     return 2;
+  }
+  g_auto (GStrv) batch_fields = g_strsplit (opt_batch ? opt_batch : "1,4,8", ",", -1);
+  g_autofree int *batch = g_new0 (int, g_strv_length (batch_fields) + 1);
+  int n_batch = 0;
+  for (char **f = batch_fields; *f; f++) {
+    if (**f == '\0')
+      continue;
+    char *end;
+    long b = strtol (*f, &end, 10);
+    if (*end != '\0' || b < 1 || b > 1024) {
+      g_printerr ("--batch: '%s' is not a batch size (1 to 1024)\n", *f);
+      return 2;
+    }
+    batch[n_batch++] = (int) b;
   }
 
   g_autofree char *dir = opt_dir ? g_strdup (opt_dir) : g_dir_make_tmp ("bench-llama-XXXXXX", &error);
@@ -416,7 +542,7 @@ main (int argc, char **argv)
   int R = opt_rounds;
   g_autofree Figures *af = g_new0 (Figures, R), *a1 = g_new0 (Figures, R);
   g_autofree Figures *pf = g_new0 (Figures, R), *p1 = g_new0 (Figures, R);
-  for (int r = 0; r < R; r++) {
+  for (int r = 0; r < R && !opt_batch_only; r++) {
     if (!measure (dir, &af[r], &error) || !measure (one_dir, &a1[r], &error)) {
       g_printerr ("%s\n", error->message);
       return 1;
@@ -431,16 +557,23 @@ main (int argc, char **argv)
                  pf[r].prefill_ms, pf[r].decode_ms, loadavg ());
     }
   }
-  Figures full = median_figures (af, R), one = median_figures (a1, R);
-  report ("avq", &full, &one, opt_layers);
-  if (peer) {
+  if (!opt_batch_only) {
+    Figures full = median_figures (af, R), one = median_figures (a1, R);
+    report ("avq", &full, &one, opt_layers);
+  }
+  if (peer && !opt_batch_only) {
+    Figures full = median_figures (af, R);
     Figures pfull = median_figures (pf, R), pone = median_figures (p1, R);
     report ("torch", &pfull, &pone, opt_layers);
     g_print ("ratio torch/avq (measured %d layers): prefill %.2f, decode %.2f "
              "(> 1: avq faster)\n", opt_layers, pfull.prefill_ms / full.prefill_ms,
              pfull.decode_ms / full.decode_ms);
-  } else if (!opt_no_peer) {
+  } else if (!opt_no_peer && !opt_batch_only) {
     g_print ("peer unavailable: %s\n", why ? why : "?");
+  }
+  if (n_batch > 0 && !measure_batch (dir, batch, n_batch, &error)) {
+    g_printerr ("%s\n", error->message);
+    return 1;
   }
 
   struct rusage ru;

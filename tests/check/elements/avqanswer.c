@@ -784,6 +784,115 @@ GST_START_TEST (test_load_errors)
 
 GST_END_TEST;
 
+/* Two elements naming the same pool share one model: frames pushed into
+ * both at once are answered (in one batch when they meet), each with the
+ * reference's answer; an element naming the pool with another AVQ file
+ * fails to start, naming the pool. */
+typedef struct
+{
+  GstHarness *h;
+  const Stream *s;
+  GstClockTime pts;
+  GstBuffer *out;
+} Pusher;
+
+static gpointer
+push_and_pull (gpointer data)
+{
+  Pusher *p = data;
+  if (gst_harness_push (p->h, frame_buffer (p->s, p->pts)) == GST_FLOW_OK)
+    p->out = gst_harness_pull (p->h);
+  return NULL;
+}
+
+GST_START_TEST (test_shared_pool)
+{
+  Stream *s = stream_new (AVQ_L0);
+  g_autofree gchar *expected = expected_answer ();
+  GstBus *bus[2];
+  GstHarness *h[2];
+  gchar *pool = NULL;
+  guint max_batch = 0;
+
+  for (guint i = 0; i < 2; i++) {
+    GstElement *e = gst_element_factory_make ("avqanswer", NULL);
+    fail_unless (e != NULL);
+    g_object_set (e, "model", MODEL_DIR, "avq", AVQ_L0, "max-new-tokens",
+        N_TOKENS, "wait-for-answer", TRUE, "question", QUESTION, "pool",
+        "test-cams", "max-batch", 4, NULL);
+    bus[i] = gst_bus_new ();
+    gst_element_set_bus (e, bus[i]);
+    h[i] = gst_harness_new_with_element (e, "sink", "src");
+    gst_object_unref (e);
+    gst_harness_set_src_caps_str (h[i], s->caps);
+  }
+  g_object_get (h[0]->element, "pool", &pool, "max-batch", &max_batch, NULL);
+  fail_unless_equals_string (pool, "test-cams");
+  fail_unless_equals_int (max_batch, 4);
+  g_free (pool);
+
+  for (guint round = 0; round < 2; round++) {
+    Pusher p[2];
+    GThread *t[2];
+    for (guint i = 0; i < 2; i++) {
+      p[i] = (Pusher) { h[i], s, GST_SECOND * (round + 1) + i, NULL };
+      t[i] = g_thread_new ("pusher", push_and_pull, &p[i]);
+    }
+    for (guint i = 0; i < 2; i++) {
+      g_thread_join (t[i]);
+      fail_unless (p[i].out != NULL, "element %u gave no frame", i);
+      check_meta (p[i].out, QUESTION, expected, p[i].pts);
+      gst_buffer_unref (p[i].out);
+    }
+  }
+
+  /* The pool is taken: another AVQ file under its name is refused. */
+  {
+    GstElement *pipeline = gst_parse_launch ("appsrc ! avqanswer name=answer "
+        "model=\"" MODEL_DIR "\" avq=\"" AVQ_L1 "\" pool=test-cams "
+        "! fakesink", NULL);
+    GstBus *pbus = gst_element_get_bus (pipeline);
+    GstMessage *msg;
+    GError *err = NULL;
+    gchar *debug = NULL;
+
+    fail_unless_equals_int (gst_element_set_state (pipeline,
+            GST_STATE_PAUSED), GST_STATE_CHANGE_FAILURE);
+    msg = gst_bus_timed_pop_filtered (pbus, 0, GST_MESSAGE_ERROR);
+    fail_unless (msg != NULL);
+    gst_message_parse_error (msg, &err, &debug);
+    fail_unless (debug != NULL && strstr (debug, "answer pool 'test-cams'"),
+        "%s", debug ? debug : "(no debug)");
+    g_error_free (err);
+    g_free (debug);
+    gst_message_unref (msg);
+    gst_element_set_state (pipeline, GST_STATE_NULL);
+    gst_object_unref (pbus);
+    gst_object_unref (pipeline);
+  }
+
+  for (guint i = 0; i < 2; i++)
+    answer_teardown (h[i], bus[i]);
+
+  /* Released by both: the name is free for another model now. */
+  {
+    GstElement *e = gst_element_factory_make ("avqanswer", NULL);
+    GstBus *b = gst_bus_new ();
+    g_object_set (e, "model", MODEL_DIR, "avq", AVQ_L1, "pool", "test-cams",
+        NULL);
+    gst_element_set_bus (e, b);
+    fail_unless_equals_int (gst_element_set_state (e, GST_STATE_PAUSED),
+        GST_STATE_CHANGE_SUCCESS);
+    gst_element_set_state (e, GST_STATE_NULL);
+    gst_bus_set_flushing (b, TRUE);
+    gst_object_unref (b);
+    gst_object_unref (e);
+  }
+  stream_free (s);
+}
+
+GST_END_TEST;
+
 static Suite *
 avqanswer_suite (void)
 {
@@ -801,6 +910,7 @@ avqanswer_suite (void)
   tcase_add_test (tc, test_corrupt_frames);
   tcase_add_test (tc, test_caps_mismatch);
   tcase_add_test (tc, test_load_errors);
+  tcase_add_test (tc, test_shared_pool);
   return s;
 }
 
