@@ -1,7 +1,8 @@
-/* CPU stand-ins for the tensor-core flash attention launchers
+/* A CPU stand-in for the tensor-core flash attention launcher
  * (lib/cuda/avq-cuda-flash.h): attention from the definition (fp32 scores
  * and sums, fp16 in and out), so that test-cuda-emu checks the strides and
- * pointers the host code passes for the vision tower and the LLM prefill.
+ * pointers the host code passes for the vision tower and the LLM prefill
+ * (through the header's inline layout wrappers).
  * The kernel's own code is tested by test-cuda-flash. See cuda-emu.cpp. */
 #include <math.h>
 #include <string.h>
@@ -61,60 +62,4 @@ avq_cuk_flash_attention (cudaStream_t stream, const AvqCukFlashParams *params)
       }
     }
   return cudaSuccess;
-}
-
-cudaError_t
-avq_cuk_flash_attention_qkv (cudaStream_t stream, const uint16_t *qkv, int T,
-                             int D, int H, int frames, float scale,
-                             uint16_t *out)
-{
-  if (H < 1 || D % H != 0)
-    return cudaErrorInvalidValue;
-  AvqCukFlashParams p = {};
-  p.q = qkv;
-  p.k = qkv + D;
-  p.v = qkv + 2 * D;
-  p.out = out;
-  p.q_row = p.k_row = p.v_row = 3 * (int64_t) D;
-  p.q_head = p.k_head = p.v_head = D / H;
-  p.q_batch = p.k_batch = p.v_batch = 3 * (int64_t) T * D;
-  p.o_row = D;
-  p.o_head = D / H;
-  p.o_batch = (int64_t) T * D;
-  p.n_q = p.n_k = T;
-  p.heads = p.kv_heads = H;
-  p.head_dim = D / H;
-  p.batch = frames;
-  p.scale = scale;
-  return avq_cuk_flash_attention (stream, &p);
-}
-
-cudaError_t
-avq_cuk_flash_attention_cache (cudaStream_t stream, const uint16_t *q, int n,
-                               int p0, int nh, int nkv, int hd,
-                               const uint16_t *k_cache,
-                               const uint16_t *v_cache, int max_ctx,
-                               float scale, uint16_t *out)
-{
-  if (p0 < 0 || n < 1 || p0 + n > max_ctx)
-    return cudaErrorInvalidValue;
-  AvqCukFlashParams p = {};
-  p.q = q;
-  p.k = k_cache;
-  p.v = v_cache;
-  p.out = out;
-  p.q_row = p.o_row = (int64_t) nh * hd;
-  p.q_head = p.o_head = hd;
-  p.k_row = p.v_row = hd;
-  p.k_head = p.v_head = (int64_t) max_ctx * hd;
-  p.n_q = n;
-  p.n_k = p0 + n;
-  p.heads = nh;
-  p.kv_heads = nkv;
-  p.head_dim = hd;
-  p.batch = 1;
-  p.scale = scale;
-  p.causal = 1;
-  p.q_pos = p0;
-  return avq_cuk_flash_attention (stream, &p);
 }

@@ -687,20 +687,6 @@ test_batch_graphs (void)
  * top-2) exceeds this: fp16 weights move tiny-fixture logits by ~1e-3. */
 #define LOGIT_MARGIN 0.05
 
-static JsonObject *
-reference_object (void)
-{
-  static JsonParser *parser;
-  if (parser == NULL) {
-    g_autoptr (GError) error = NULL;
-    g_autofree char *path = avq_test_data_path ("tiny-llava/reference.json");
-    parser = json_parser_new ();
-    json_parser_load_from_file (parser, path, &error);
-    g_assert_no_error (error);
-  }
-  return json_node_get_object (json_parser_get_root (parser));
-}
-
 static void
 append_ids (GArray *ids, JsonArray *array)
 {
@@ -714,7 +700,7 @@ append_ids (GArray *ids, JsonArray *array)
 static GArray *
 fixture_prompt (void)
 {
-  JsonObject *p = json_object_get_object_member (reference_object (), "llm.prompt_ids");
+  JsonObject *p = json_object_get_object_member (avq_test_reference_json (), "llm.prompt_ids");
   GArray *ids = g_array_new (FALSE, FALSE, sizeof (int));
   append_ids (ids, json_object_get_array_member (p, "prefix"));
   int n_image = (int) json_object_get_int_member (p, "image_tokens");
@@ -822,7 +808,7 @@ test_llm_fixture (gconstpointer data)
 
   /* Greedy generation from scratch against HF's ids. */
   g_autofree char *greedy_name = g_strdup_printf ("llm.%s.greedy", c->tag);
-  JsonArray *greedy = json_object_get_array_member (reference_object (), greedy_name);
+  JsonArray *greedy = json_object_get_array_member (avq_test_reference_json (), greedy_name);
   g_assert_nonnull (greedy);
   AvqGenerateOptions opts;
   avq_generate_options_init (&opts);

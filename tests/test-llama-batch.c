@@ -22,24 +22,10 @@
 #define N_SEQS 3
 #define STEPS 4
 
-static JsonObject *
-reference (void)
-{
-  static JsonParser *parser;
-  if (parser == NULL) {
-    g_autoptr (GError) error = NULL;
-    g_autofree char *path = avq_test_data_path ("tiny-llava/reference.json");
-    parser = json_parser_new ();
-    json_parser_load_from_file (parser, path, &error);
-    g_assert_no_error (error);
-  }
-  return json_node_get_object (json_parser_get_root (parser));
-}
-
 static void
 append_ids (GArray *ids, const char *member)
 {
-  JsonObject *p = json_object_get_object_member (reference (), "llm.prompt_ids");
+  JsonObject *p = json_object_get_object_member (avq_test_reference_json (), "llm.prompt_ids");
   JsonArray *a = json_object_get_array_member (p, member);
   for (guint i = 0; i < json_array_get_length (a); i++) {
     int id = (int) json_array_get_int_element (a, i);
@@ -240,7 +226,7 @@ test_generate (void)
   g_assert_cmpint (avq_llama_sequences (gpu), ==, N_SEQS);
   for (int i = 0; i < N_SEQS; i++) {
     g_autofree char *name = g_strdup_printf ("llm.%s.greedy", tags[i]);
-    JsonArray *greedy = json_object_get_array_member (reference (), name);
+    JsonArray *greedy = json_object_get_array_member (avq_test_reference_json (), name);
     int compared = 0;
     for (guint k = 0; k < out[i]->len && k < 8; k++) {
       JsonObject *step = json_array_get_object_element (greedy, k);

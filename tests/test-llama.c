@@ -32,20 +32,6 @@ tiny_llama (void)
   return llama;
 }
 
-static JsonNode *
-reference_json (void)
-{
-  static JsonParser *parser;
-  if (parser == NULL) {
-    g_autoptr (GError) error = NULL;
-    g_autofree char *path = avq_test_data_path ("tiny-llava/reference.json");
-    parser = json_parser_new ();
-    json_parser_load_from_file (parser, path, &error);
-    g_assert_no_error (error);
-  }
-  return json_parser_get_root (parser);
-}
-
 static void
 append_ids (GArray *ids, JsonArray *array)
 {
@@ -59,7 +45,7 @@ append_ids (GArray *ids, JsonArray *array)
 static GArray *
 fixture_prompt (gboolean expanded)
 {
-  JsonObject *p = json_object_get_object_member (json_node_get_object (reference_json ()),
+  JsonObject *p = json_object_get_object_member (avq_test_reference_json (),
                                                  "llm.prompt_ids");
   GArray *ids = g_array_new (FALSE, FALSE, sizeof (int));
   append_ids (ids, json_object_get_array_member (p, "prefix"));
@@ -107,7 +93,7 @@ test_fixture (gconstpointer data)
   g_assert_cmpuint (n_ref, ==, (gsize) V);
 
   g_autofree char *greedy_name = g_strdup_printf ("llm.%s.greedy", c->tag);
-  JsonArray *greedy = json_object_get_array_member (json_node_get_object (reference_json ()),
+  JsonArray *greedy = json_object_get_array_member (avq_test_reference_json (),
                                                     greedy_name);
   g_assert_nonnull (greedy);
 
@@ -709,7 +695,7 @@ test_gqa_long_prompt (void)
 static GArray *
 text_prompt (void)
 {
-  JsonObject *p = json_object_get_object_member (json_node_get_object (reference_json ()),
+  JsonObject *p = json_object_get_object_member (avq_test_reference_json (),
                                                  "llm.prompt_ids");
   GArray *ids = g_array_new (FALSE, FALSE, sizeof (int));
   append_ids (ids, json_object_get_array_member (p, "prefix"));
@@ -1103,7 +1089,7 @@ test_generate_batch (void)
   g_assert_cmpint (avq_llama_sequences (llama), ==, N);
   for (int i = 0; i < 3; i++) {
     g_autofree char *name = g_strdup_printf ("llm.%s.greedy", cases[i].tag);
-    JsonArray *greedy = json_object_get_array_member (json_node_get_object (reference_json ()),
+    JsonArray *greedy = json_object_get_array_member (avq_test_reference_json (),
                                                       name);
     g_assert_cmpuint (out[i]->len, ==, 8);
     for (guint k = 0; k < 8; k++) {

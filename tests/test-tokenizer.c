@@ -130,13 +130,8 @@ test_chat_prompt (void)
   const AvqTokenizer *tok = llava_tokenizer ();
   /* tiny-llava/reference.json holds the prompt ids the HF pipeline used for
    * the LLM figures: prefix, one <image> (expanded to 576 later), suffix. */
-  g_autofree char *path = avq_test_data_path ("tiny-llava/reference.json");
-  g_autoptr (JsonParser) parser = json_parser_new ();
-  g_autoptr (GError) error = NULL;
-  json_parser_load_from_file (parser, path, &error);
-  g_assert_no_error (error);
-  JsonObject *prompt = json_object_get_object_member (
-      json_node_get_object (json_parser_get_root (parser)), "llm.prompt_ids");
+  JsonObject *prompt = json_object_get_object_member (avq_test_reference_json (),
+                                                     "llm.prompt_ids");
   g_assert_nonnull (prompt);
   GArray *want = g_array_new (FALSE, FALSE, sizeof (gint32));
   JsonArray *prefix = json_object_get_array_member (prompt, "prefix");

@@ -121,3 +121,17 @@ avq_test_tiny_model (void)
   }
   return model;
 }
+
+JsonObject *
+avq_test_reference_json (void)
+{
+  static JsonParser *parser;
+  if (parser == NULL) {
+    g_autoptr (GError) error = NULL;
+    g_autofree char *path = avq_test_data_path ("tiny-llava/reference.json");
+    parser = json_parser_new ();
+    json_parser_load_from_file (parser, path, &error);
+    g_assert_no_error (error);
+  }
+  return json_node_get_object (json_parser_get_root (parser));
+}

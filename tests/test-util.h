@@ -2,6 +2,7 @@
  * error measures. */
 #pragma once
 #include <glib.h>
+#include <json-glib/json-glib.h>
 #include "avq-model.h"
 #include "avq-safetensors.h"
 
@@ -9,6 +10,9 @@
 char *avq_test_data_path (const char *relative);
 /* tests/data/tiny-llava/reference.safetensors, opened once per process. */
 const AvqSafetensors *avq_test_reference (void);
+/* tests/data/tiny-llava/reference.json (the HF figures that are not
+ * tensors: prompt ids, greedy ids and margins), parsed once per process. */
+JsonObject *avq_test_reference_json (void);
 /* A reference tensor as float32 (g_free); aborts the test if missing. */
 float *avq_test_reference_f32 (const char *name, gsize *numel);
 /* ||a - b||_2 / ||b||_2 */

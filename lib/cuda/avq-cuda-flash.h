@@ -16,6 +16,7 @@
 #define AVQ_CUDA_FLASH_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cuda_runtime_api.h>
 
 #ifdef __cplusplus
@@ -62,26 +63,76 @@ typedef struct {
 cudaError_t avq_cuk_flash_attention (cudaStream_t stream,
                                      const AvqCukFlashParams *p);
 
-/* The vision tower's layout: qkv fp16 [frames][T][3D] (q | k | v, head h in
+/* The two callers' layouts, as parameter sets for avq_cuk_flash_attention
+ * (inline, so that the kernel tests and the CUDA emulation, which stand in
+ * for the general launcher, check these very strides).
+ *
+ * The vision tower's layout: qkv fp16 [frames][T][3D] (q | k | v, head h in
  * columns h*hd .. h*hd+hd-1 of each part, hd = D / H), out fp16
  * [frames][T][D]; non-causal. Same result as avq_cuk_attention per frame. */
-cudaError_t avq_cuk_flash_attention_qkv (cudaStream_t stream,
-                                         const uint16_t *qkv, int T, int D,
-                                         int H, int frames, float scale,
-                                         uint16_t *out);
+static inline cudaError_t
+avq_cuk_flash_attention_qkv (cudaStream_t stream, const uint16_t *qkv, int T,
+                             int D, int H, int frames, float scale,
+                             uint16_t *out)
+{
+  if (!qkv || H <= 0 || D <= 0 || D % H != 0 || T <= 0)
+    return cudaErrorInvalidValue;
+  AvqCukFlashParams p;
+  memset (&p, 0, sizeof p);
+  p.q = qkv;
+  p.k = qkv + D;
+  p.v = qkv + 2 * D;
+  p.out = out;
+  p.q_row = p.k_row = p.v_row = 3 * (int64_t) D;
+  p.q_head = p.k_head = p.v_head = D / H;
+  p.q_batch = p.k_batch = p.v_batch = 3 * (int64_t) T * D;
+  p.o_row = D;
+  p.o_head = D / H;
+  p.o_batch = (int64_t) T * D;
+  p.n_q = p.n_k = T;
+  p.heads = p.kv_heads = H;
+  p.head_dim = D / H;
+  p.batch = frames;
+  p.scale = scale;
+  return avq_cuk_flash_attention (stream, &p);
+}
 
 /* The LLM prefill's layout: n query rows q fp16 [n, nh*hd] at positions
  * p0 .. p0+n-1 (already rotated), keys and values of positions
  * 0 .. p0+n-1 in the fp16 caches of one layer, laid out [nkv][max_ctx][hd];
  * causal, query head h reads kv head h / (nh / nkv); out fp16 [n, nh*hd].
  * Requires p0 + n <= max_ctx. */
-cudaError_t avq_cuk_flash_attention_cache (cudaStream_t stream,
-                                           const uint16_t *q, int n, int p0,
-                                           int nh, int nkv, int hd,
-                                           const uint16_t *k_cache,
-                                           const uint16_t *v_cache,
-                                           int max_ctx, float scale,
-                                           uint16_t *out);
+static inline cudaError_t
+avq_cuk_flash_attention_cache (cudaStream_t stream, const uint16_t *q, int n,
+                               int p0, int nh, int nkv, int hd,
+                               const uint16_t *k_cache,
+                               const uint16_t *v_cache, int max_ctx,
+                               float scale, uint16_t *out)
+{
+  if (n <= 0 || p0 < 0 || hd <= 0 || nh <= 0 || max_ctx <= 0 ||
+      (int64_t) p0 + n > max_ctx)
+    return cudaErrorInvalidValue;
+  AvqCukFlashParams p;
+  memset (&p, 0, sizeof p);
+  p.q = q;
+  p.k = k_cache;
+  p.v = v_cache;
+  p.out = out;
+  p.q_row = p.o_row = (int64_t) nh * hd;
+  p.q_head = p.o_head = hd;
+  p.k_row = p.v_row = hd;
+  p.k_head = p.v_head = (int64_t) max_ctx * hd;
+  p.n_q = n;
+  p.n_k = p0 + n;
+  p.heads = nh;
+  p.kv_heads = nkv;
+  p.head_dim = hd;
+  p.batch = 1;
+  p.scale = scale;
+  p.causal = 1;
+  p.q_pos = p0;
+  return avq_cuk_flash_attention (stream, &p);
+}
 
 #ifdef __cplusplus
 }
