@@ -472,7 +472,12 @@ load (GstAvqAnswer *self)
   }
   g_autoptr (GError) error = NULL;
   AvqAnswererOptions options = { .model_dir = model_dir, .avq_path = avq_path, .threads = threads, .device = device };
-  self->pool = gst_avq_pool_acquire (self->acquired_pool_name, &options, max_batch, &error);
+  AvqAnswerPool *pool = gst_avq_pool_acquire (self->acquired_pool_name, &options, max_batch,
+                                              &error);
+  /* Under the object lock for `stats`, which reads the pool's counters. */
+  GST_OBJECT_LOCK (self);
+  self->pool = pool;
+  GST_OBJECT_UNLOCK (self);
   if (self->pool == NULL) {
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("Could not load the model."), ("%s", error->message));
     return FALSE;
@@ -497,8 +502,11 @@ unload (GstAvqAnswer *self)
   if (self->worker)
     g_thread_join (g_steal_pointer (&self->worker));
   g_queue_clear_full (&self->ready, (GDestroyNotify) answer_free);
-  if (self->pool != NULL)
-    gst_avq_pool_release (self->acquired_pool_name, g_steal_pointer (&self->pool));
+  GST_OBJECT_LOCK (self);
+  AvqAnswerPool *pool = g_steal_pointer (&self->pool);
+  GST_OBJECT_UNLOCK (self);
+  if (pool != NULL)
+    gst_avq_pool_release (self->acquired_pool_name, pool);
 }
 
 static GstStateChangeReturn
@@ -570,14 +578,22 @@ gst_avq_answer_get_property (GObject *object, guint prop_id, GValue *value, GPar
     case PROP_DEVICE: g_value_set_enum (value, self->device); break;
     case PROP_POOL: g_value_set_string (value, self->pool_name); break;
     case PROP_MAX_BATCH: g_value_set_uint (value, self->max_batch); break;
-    case PROP_STATS:
+    case PROP_STATS: {
+      guint64 batches = 0, batched = 0;
+      guint largest = 0;
+      if (self->pool != NULL)
+        avq_answer_pool_stats (self->pool, &batches, &batched, &largest);
       g_value_take_boxed (value, gst_structure_new ("application/x-avq-answer-stats",
           "frames-in", G_TYPE_UINT64, self->frames_in,
           "questions", G_TYPE_UINT64, self->questions,
           "answers", G_TYPE_UINT64, self->answers,
           "replaced", G_TYPE_UINT64, self->replaced,
-          "failed", G_TYPE_UINT64, self->failed, NULL));
+          "failed", G_TYPE_UINT64, self->failed,
+          "pool-batches", G_TYPE_UINT64, batches,
+          "pool-questions", G_TYPE_UINT64, batched,
+          "pool-largest-batch", G_TYPE_UINT, largest, NULL));
       break;
+    }
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -665,7 +681,9 @@ gst_avq_answer_class_init (GstAvqAnswerClass *klass)
   g_object_class_install_property (gobject_class, PROP_STATS,
       g_param_spec_boxed ("stats", "Statistics",
           "Counters: frames-in, questions, answers, replaced (questions superseded "
-          "by a newer frame while the model was busy), failed",
+          "by a newer frame while the model was busy), failed; and of the model's pool "
+          "(shared with other elements when 'pool' is set): pool-batches, "
+          "pool-questions, pool-largest-batch",
           GST_TYPE_STRUCTURE, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
 
   /**

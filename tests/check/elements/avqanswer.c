@@ -871,6 +871,22 @@ GST_START_TEST (test_shared_pool)
     gst_object_unref (pipeline);
   }
 
+  /* Both elements report the one pool's counters: 4 questions, in 2 to 4
+   * batches depending on how the pushes met. */
+  for (guint i = 0; i < 2; i++) {
+    GstStructure *st = NULL;
+    guint64 batches = 0, questions = 0;
+    guint largest = 0;
+    g_object_get (h[i]->element, "stats", &st, NULL);
+    fail_unless (gst_structure_get_uint64 (st, "pool-batches", &batches));
+    fail_unless (gst_structure_get_uint64 (st, "pool-questions", &questions));
+    fail_unless (gst_structure_get_uint (st, "pool-largest-batch", &largest));
+    fail_unless_equals_uint64 (questions, 4);
+    fail_unless (batches >= 2 && batches <= 4, "%" G_GUINT64_FORMAT " batches", batches);
+    fail_unless (largest >= 1 && largest <= 2);
+    gst_structure_free (st);
+  }
+
   for (guint i = 0; i < 2; i++)
     answer_teardown (h[i], bus[i]);
 
