@@ -14,7 +14,8 @@
 #
 # `run` takes about 5-6 minutes on an H200: device selection, test-cuda
 # (fixture checks on the GPU, vision and LLaMA, CUDA vs CPU, batches and
-# graph replay), the device copy bandwidth (the decode floor), bench-cuda
+# graph replay), check-cuda-llm (the decoder at the 7B shape with 2 random
+# layers against the CPU decoder), the device copy bandwidth (the decode floor), bench-cuda
 # (ViT-L size at batch 1 and 8, CUDA vs CPU agreement and timings),
 # bench-cuda-llm (the 7B LLaMA with LLM_LAYERS layers of random weights
 # made on the device: prefill, decode ms per token at batch 1 and 8, whole
@@ -39,7 +40,8 @@ prepare () {
   grep -q 'AVQ_HAVE_CUDA 1' "$build/avq-build-config.h" ||
     { echo "gpu-check: $build is not a CUDA build (AVQ_HAVE_CUDA 0)"; exit 1; }
   local bins="tests/test-cuda tests/test-device tests/bench/bench-cuda
-    tests/bench/bench-cuda-llm tests/bench/bench-cuda-bandwidth lib/cli/avq"
+    tests/bench/bench-cuda-llm tests/bench/bench-cuda-bandwidth
+    tests/bench/check-cuda-llm lib/cli/avq"
   # shellcheck disable=SC2086
   ninja -C "$build" $bins || exit 1
   rm -rf "$stage"
@@ -113,6 +115,8 @@ run () {
 
   step test-device 60 env LD_LIBRARY_PATH="$ourlib" "$stage/bin/test-device" --verbose
   step test-cuda 150 env LD_LIBRARY_PATH="$ourlib" "$stage/bin/test-cuda" --verbose
+  # The decoder at the real 7B shape (2 random layers) against the CPU one.
+  step check-7b 120 env LD_LIBRARY_PATH="$ourlib" "$stage/bin/check-cuda-llm" --layers 2 --prompt 611 --steps 4
   step bandwidth 30 env LD_LIBRARY_PATH="$ourlib" "$stage/bin/bench-cuda-bandwidth"
   step bench-cuda 150 env LD_LIBRARY_PATH="$ourlib" "$stage/bin/bench-cuda" --runs "${RUNS:-20}" --cpu-runs 1
   if [ "${LLM_LAYERS:-32}" != 0 ]; then
