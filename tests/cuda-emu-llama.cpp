@@ -2,6 +2,7 @@
  * (lib/cuda/avq-cuda-llama-kernels.h): independent C implementations of
  * the contracts, used by test-cuda-emu and as the reference of
  * test-cuda-kernels. See cuda-emu.cpp. */
+#include <malloc.h>
 #include <math.h>
 #include <string.h>
 #include <glib.h>
@@ -155,11 +156,18 @@ avq_cuk_decode_attention (cudaStream_t stream, const uint16_t *q16,
                           float *scratch, uint16_t *out16)
 {
   AVQ_EMU_DEFER (stream, avq_cuk_decode_attention (stream, q16, kc, vc, kv_half, n, nh, nkv, hd, T0, positions, slots, slot_stride, max_ctx, scale, scratch, out16));
-  (void) scratch;
   if (n <= 0 || nkv <= 0 || nh % nkv != 0 || hd <= 0 ||
       hd > AVQ_CUK_DECODE_MAX_HD || max_ctx <= 0 ||
       (positions == NULL && (T0 <= 0 || T0 > max_ctx)))
     return cudaErrorInvalidValue;
+  /* Not used here, but its size is part of the contract: every caller
+   * passes the start of a heap block (the emulated cudaMalloc's g_malloc,
+   * the tests' g_new), so a host that allocates less than
+   * AVQ_CUK_DECODE_SCRATCH fails under emulation, not only on the GPU. */
+  const size_t need = AVQ_CUK_DECODE_SCRATCH (n, nh, hd, max_ctx) * sizeof (float);
+  if (scratch == NULL || malloc_usable_size (scratch) < need)
+    g_error ("decode attention: scratch of %zu bytes, the contract needs %zu",
+             scratch ? malloc_usable_size (scratch) : 0, need);
   double *s = g_new (double, max_ctx);
   for (int r = 0; r < n; r++) {
     const int T = positions != NULL ? positions[r] + 1 : T0;

@@ -519,7 +519,11 @@ test_decode_attention (void)
     g_autofree guint16 *q = g_new (guint16, (gsize) nh * hd);
     for (gsize i = 0; i < (gsize) nh * hd; i++)
       q[i] = avq_float_to_half (qf[i]);
-    g_autofree float *scratch = g_new (float, (gsize) nh * ctx);
+    /* NaN: the kernel must write every partial it reads. */
+    const gsize sn = AVQ_CUK_DECODE_SCRATCH (1, nh, hd, ctx);
+    g_autofree float *scratch = g_new (float, sn);
+    for (gsize i = 0; i < sn; i++)
+      scratch[i] = NAN;
     g_autofree guint16 *a = g_new (guint16, (gsize) nh * hd), *b = g_new (guint16, (gsize) nh * hd);
     const float scale = 1.0f / sqrtf ((float) hd);
     for (int kv_half = 0; kv_half < 2; kv_half++) {
@@ -670,7 +674,10 @@ test_decode_attention_rows (void)
   g_autofree guint16 *q = g_new (guint16, (gsize) n * nh * hd);
   for (gsize i = 0; i < (gsize) n * nh * hd; i++)
     q[i] = avq_float_to_half (qf[i]);
-  g_autofree float *scratch = g_new (float, (gsize) n * nh * ctx);
+  const gsize sn = AVQ_CUK_DECODE_SCRATCH (n, nh, hd, ctx);
+  g_autofree float *scratch = g_new (float, sn);
+  for (gsize i = 0; i < sn; i++)
+    scratch[i] = NAN;
   const gsize on = (gsize) n * nh * hd;
   g_autofree guint16 *a = g_new (guint16, on), *b = g_new (guint16, on), *c = g_new (guint16, on);
   const float scale = 1.0f / sqrtf ((float) hd);
@@ -693,6 +700,94 @@ test_decode_attention_rows (void)
   }
   for (int i = 0; i < nh * hd; i++)
     g_assert_true (isnan (fa[(gsize) 3 * nh * hd + i]));
+}
+
+/* Flash-decoding splits (avq-cuda-llama-kernels.h): rows of very different
+ * lengths in one launch: T from 1 key (less than a tile) to several tiles,
+ * and a row past the context (NaN). Over a 4200-position context a tile is
+ * two 128-key steps (each warp carries its running max across two chunks)
+ * and the longest row covers 16 tiles of 17; the other cases use 300
+ * positions (tiles of one step). Head sizes 16, 64, 128, 256 (vector
+ * loads: 8, 2 and 1 keys per warp pass, 1 or 2 vectors per lane), 100
+ * (vectors, not a power of two of them per key) and 37 (scalar loads);
+ * GQA groups of 1, 2 and 3; both cache dtypes; NaN in the cache past each
+ * row's T and in the scratch before every launch. Against the definition
+ * in double, and rows 1 to 4 bit-equal to single-row launches with their T
+ * on their slots (the split count depends on neither n nor T). Checked by
+ * hand (2026-11-29) that each of these breaks it: the combine without the
+ * max rescale (f = 1), a warp's state not rescaled between chunks (corr =
+ * 1; only the 4200-position case has two chunks per warp), no neutral
+ * partial for a tile past T, keys read up to the context instead of T.
+ * Sizes are kept small: the host shim pays a barrier per shuffle. */
+static void
+test_decode_attention_splits (void)
+{
+  const int n = 6, slots_n = 5;
+  const gint32 slot[6] = { 3, 0, 4, 1, 2, 3 };
+  const struct { int nh, nkv, hd, ctx, T0, T4; } cases[] = {
+    { 1, 1, 128, 4200, 4000, 1400 }, { 2, 1, 16, 300, 200, 91 }, { 2, 1, 64, 300, 200, 91 },
+    { 2, 2, 128, 300, 300, 130 }, { 3, 1, 256, 300, 200, 91 }, { 2, 1, 100, 300, 129, 200 },
+    { 3, 3, 37, 300, 200, 91 },
+  };
+  for (gsize c = 0; c < G_N_ELEMENTS (cases); c++) {
+    const int nh = cases[c].nh, nkv = cases[c].nkv, hd = cases[c].hd, ctx = cases[c].ctx;
+    const gint32 pos[6] = { cases[c].T0 - 1, 0, 127, 2, cases[c].T4 - 1, ctx };
+    int valid[5];
+    for (int r = 0; r < 5; r++)
+      valid[slot[r]] = pos[r] + 1;
+    const gsize stride = (gsize) nkv * ctx * hd, cn = slots_n * stride;
+    g_autofree float *kf = g_new (float, cn), *vf = g_new (float, cn);
+    g_autofree guint16 *kh = g_new (guint16, cn), *vh = g_new (guint16, cn);
+    for (int sl = 0; sl < slots_n; sl++)
+      for (int g = 0; g < nkv; g++)
+        for (int j = 0; j < ctx; j++)
+          for (int d = 0; d < hd; d++) {
+            const gsize i = sl * stride + ((gsize) g * ctx + j) * hd + d;
+            kf[i] = j < valid[sl] ? (float) g_rand_double_range (rng, -2, 2) : NAN;
+            vf[i] = j < valid[sl] ? (float) g_rand_double_range (rng, -2, 2) : NAN;
+            kh[i] = avq_float_to_half (kf[i]);
+            vh[i] = avq_float_to_half (vf[i]);
+          }
+    const gsize on = (gsize) n * nh * hd;
+    g_autofree float *qf = random_floats (on, -2, 2);
+    g_autofree guint16 *q = g_new (guint16, on);
+    for (gsize i = 0; i < on; i++)
+      q[i] = avq_float_to_half (qf[i]);
+    const gsize sn = AVQ_CUK_DECODE_SCRATCH (n, nh, hd, ctx);
+    g_autofree float *scratch = g_new (float, sn);
+    g_autofree guint16 *a = g_new (guint16, on), *b = g_new (guint16, on), *one = g_new (guint16, on);
+    const float scale = 1.0f / sqrtf ((float) hd);
+    for (int kv_half = 0; kv_half < 2; kv_half++) {
+      const void *K = kv_half ? (const void *) kh : (const void *) kf;
+      const void *Vv = kv_half ? (const void *) vh : (const void *) vf;
+      const gsize es = kv_half ? 2 : 4, row = (gsize) nh * hd;
+      for (gsize i = 0; i < sn; i++)
+        scratch[i] = NAN;
+      g_assert_cmpint (kern_decode_attention (NULL, q, K, Vv, kv_half, n, nh, nkv, hd, 0, pos,
+                                              slot, stride, ctx, scale, scratch, a), ==,
+                       cudaSuccess);
+      avq_cuk_decode_attention (NULL, q, K, Vv, kv_half, n, nh, nkv, hd, 0, pos, slot, stride,
+                                ctx, scale, scratch, b);
+      g_autofree float *fa = halves_to_floats (a, on), *fb = halves_to_floats (b, on);
+      char what[96];
+      g_snprintf (what, sizeof what, "decode splits nh=%d nkv=%d hd=%d ctx=%d %s", nh, nkv,
+                  hd, ctx, kv_half ? "fp16" : "fp32");
+      assert_floats (what, fa, fb, on, 3e-3);
+      for (gsize i = 0; i < on; i++)
+        g_assert_true (isnan (fa[i]) == (i >= 5 * row));
+      for (int r = 1; r < 5; r++) {
+        for (gsize i = 0; i < sn; i++)
+          scratch[i] = NAN;
+        g_assert_cmpint (kern_decode_attention (NULL, q + r * row,
+                                                (const guint8 *) K + slot[r] * stride * es,
+                                                (const guint8 *) Vv + slot[r] * stride * es,
+                                                kv_half, 1, nh, nkv, hd, pos[r] + 1, NULL, NULL,
+                                                0, ctx, scale, scratch, one + r * row), ==,
+                         cudaSuccess);
+        g_assert_cmpmem (a + r * row, row * 2, one + r * row, row * 2);
+      }
+    }
+  }
 }
 
 /* Argmax per row (strided rows), against the reference. */
@@ -838,6 +933,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda-kernels/prefill-attention", test_prefill_attention);
   g_test_add_func ("/cuda-kernels/rope-kv-rows", test_rope_kv_rows);
   g_test_add_func ("/cuda-kernels/decode-attention-rows", test_decode_attention_rows);
+  g_test_add_func ("/cuda-kernels/decode-attention-splits", test_decode_attention_splits);
   g_test_add_func ("/cuda-kernels/argmax-rows", test_argmax_rows);
   g_test_add_func ("/cuda-kernels/fill-random", test_fill_random);
   int rc = g_test_run ();

@@ -2,6 +2,7 @@
 // avq-cuda-llama-kernels.h for the contract of each launcher.
 #include "avq-cuda-llama-kernels.h"
 #include "avq-cuda-device.cuh"
+#include <atomic>
 
 namespace {
 
@@ -36,13 +37,6 @@ __device__ __forceinline__ void kv_store (void *cache, int kv_half, size_t i,
     reinterpret_cast<__half *> (cache)[i] = __float2half_rn (v);
   else
     reinterpret_cast<float *> (cache)[i] = v;
-}
-
-__device__ __forceinline__ float kv_load (const void *cache, int kv_half,
-                                          size_t i)
-{
-  return kv_half ? __half2float (reinterpret_cast<const __half *> (cache)[i])
-                 : reinterpret_cast<const float *> (cache)[i];
 }
 
 __global__ void rope_kv_kernel (const float *qkv, int n, int nh, int nkv,
@@ -143,58 +137,376 @@ __global__ void causal_softmax_kernel (const float *s, int n, int p0, int ld,
     p[row * ld + c] = __float2half_rn (c < valid ? expf (sr[c] - m) * inv : 0.0f);
 }
 
-// One block per (query head, row): blockIdx.x = row * nh + head.
-__global__ void decode_attention_kernel (const __half *q, const void *kc,
-                                         const void *vc, int kv_half, int nh,
-                                         int nkv, int hd, int T0,
-                                         const int32_t *positions,
-                                         const int32_t *slots,
-                                         size_t slot_stride, int max_ctx,
-                                         float scale, float *scratch,
-                                         __half *out)
+// ---- Decode attention: flash-decoding ----
+//
+// Phase 1, one block per (split, head, row): the block's four warps take
+// 32-key chunks of the split's tile in turn. In a chunk, a group of L lanes
+// (L a power of two, up to 32) computes a key's score, each lane loading P
+// vectors of V consecutive elements (8 or 16 bytes per lane when V = 4, so
+// that a warp reads whole key rows coalesced) and the group reducing by
+// shuffles; 32 / L keys go at once, U passes' loads are issued before their
+// reductions so that several rows are in flight per warp. Lane k ends with
+// the score of the chunk's key k; the warp keeps a running max m, sum l and
+// P V accumulator (online softmax, rescaled once per chunk), the P V step
+// again a group per key with lanes covering head_dim. The warps' states
+// merge in shared memory into the split's partial (max, sum, acc), fp32.
+// Phase 2 merges the splits of each (head, row) into the fp16 output.
+
+// The host test's compiler does not know the pragma (-Werror).
+#ifdef AVQ_KERNEL_HOST_EMU
+#define AVQ_DEC_UNROLL
+#else
+#define AVQ_DEC_UNROLL _Pragma ("unroll")
+#endif
+
+constexpr int kDecodeWarps = 4;
+constexpr int kDecodeThreads = 32 * kDecodeWarps;
+static_assert (32 * kDecodeWarps == AVQ_CUK_DECODE_TILE_STEP,
+               "a tile step gives every warp of the block one 32-key chunk");
+
+__device__ __forceinline__ float half_bits_to_float (unsigned b)
 {
-  __shared__ float qs[AVQ_CUK_DECODE_MAX_HD];
-  __shared__ float red[32];
-  const int h = blockIdx.x % nh, r = blockIdx.x / nh, g = h / (nh / nkv);
-  const size_t qo = ((size_t) r * nh + h) * hd;
-  // The same for every thread of the block: returning here keeps the
-  // barriers below uniform.
+#ifdef AVQ_KERNEL_HOST_EMU
+  return avq_half_to_float ((unsigned short) b);
+#else
+  return __half2float (__ushort_as_half ((unsigned short) b));
+#endif
+}
+
+__device__ __forceinline__ float to_float (float v)
+{
+  return v;
+}
+
+__device__ __forceinline__ float to_float (__half v)
+{
+  return __half2float (v);
+}
+
+// V consecutive cache elements (V = 4: one aligned 8-byte fp16 or 16-byte
+// fp32 load), kept raw until used so that loads stay cheap in registers.
+template <typename KT, int V>
+struct KvVec;
+
+template <>
+struct KvVec<__half, 4> {
+  uint2 raw;
+  __device__ __forceinline__ void load (const __half *p)
+  {
+    raw = *reinterpret_cast<const uint2 *> (p);
+  }
+  __device__ __forceinline__ void get (float *o) const
+  {
+    o[0] = half_bits_to_float (raw.x & 0xffffu);
+    o[1] = half_bits_to_float (raw.x >> 16);
+    o[2] = half_bits_to_float (raw.y & 0xffffu);
+    o[3] = half_bits_to_float (raw.y >> 16);
+  }
+};
+
+template <>
+struct KvVec<float, 4> {
+  float4 raw;
+  __device__ __forceinline__ void load (const float *p)
+  {
+    raw = *reinterpret_cast<const float4 *> (p);
+  }
+  __device__ __forceinline__ void get (float *o) const
+  {
+    o[0] = raw.x;
+    o[1] = raw.y;
+    o[2] = raw.z;
+    o[3] = raw.w;
+  }
+};
+
+template <typename KT>
+struct KvVec<KT, 1> {
+  KT raw;
+  __device__ __forceinline__ void load (const KT *p)
+  {
+    raw = *p;
+  }
+  __device__ __forceinline__ void get (float *o) const
+  {
+    o[0] = to_float (raw);
+  }
+};
+
+__device__ __forceinline__ float warp_max_all (float v)
+{
+  for (int off = 16; off > 0; off >>= 1)
+    v = fmaxf (v, __shfl_xor_sync (0xffffffffu, v, off));
+  return v;
+}
+
+__device__ __forceinline__ float warp_sum_all (float v)
+{
+  for (int off = 16; off > 0; off >>= 1)
+    v += __shfl_xor_sync (0xffffffffu, v, off);
+  return v;
+}
+
+// Phase 1: blockIdx = (split, head, row). `part` holds [n][nh][S][hd]
+// accumulators, then [n][nh][S][2] (max, sum).
+template <typename KT, int V, int P, int U>
+__global__ void __launch_bounds__ (kDecodeThreads)
+decode_split_kernel (const __half *q, const KT *kc, const KT *vc, int nh,
+                     int nkv, int hd, int T0, const int32_t *positions,
+                     const int32_t *slots, size_t slot_stride, int max_ctx,
+                     int tile, float scale, float *part)
+{
+  __shared__ float wm[kDecodeWarps], wl[kDecodeWarps];
+  __shared__ float wacc[kDecodeWarps][AVQ_CUK_DECODE_MAX_HD];
+  const int sp = blockIdx.x, h = blockIdx.y, r = blockIdx.z;
+  const int S = gridDim.x;
+  const size_t pi = ((size_t) r * nh + h) * S + sp;
+  float *pacc = part + pi * hd;
+  float *pml = part + (size_t) gridDim.z * nh * S * hd + pi * 2;
+  const int T = positions ? positions[r] + 1 : T0;
+  const int j0 = sp * tile;
+  const int j1 = T < j0 + tile ? T : j0 + tile;
+  // Uniform over the block, so returning keeps the barriers below uniform.
+  // A tile past T (or a row the combine turns into NaN) still leaves a
+  // neutral partial: the scratch is never cleared between launches.
+  if (T < 1 || T > max_ctx || j0 >= j1) {
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+      pacc[d] = 0.0f;
+    if (threadIdx.x == 0) {
+      pml[0] = -INFINITY;
+      pml[1] = 0.0f;
+    }
+    return;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nv = hd / V;  // vectors per key row
+  int L = 1;              // lanes per key
+  while (L < nv && L < 32)
+    L <<= 1;
+  const int KP = 32 / L, gl = lane & (L - 1), grp = lane / L;
+  const __half *qr = q + ((size_t) r * nh + h) * hd;
+  float qv[P][V], acc[P][V];
+  AVQ_DEC_UNROLL
+  for (int i = 0; i < P; i++)
+    AVQ_DEC_UNROLL
+    for (int e = 0; e < V; e++) {
+      const int vi = gl + i * L;
+      qv[i][e] = vi < nv ? __half2float (qr[vi * V + e]) : 0.0f;
+      acc[i][e] = 0.0f;
+    }
+  const int g = h / (nh / nkv);
+  const size_t base = (slots ? (size_t) slots[r] * slot_stride : 0) +
+                      (size_t) g * max_ctx * hd;
+  const KT *kb = kc + base, *vb = vc + base;
+  // U >= 32: a chunk is one batch, and its values are loaded together with
+  // its keys (one memory round trip per chunk instead of two).
+  constexpr bool kOneBatch = U >= 32;
+  float m = -INFINITY, l = 0.0f;
+  for (int c0 = j0 + 32 * warp; c0 < j1; c0 += 32 * kDecodeWarps) {
+    const int cn = j1 - c0 < 32 ? j1 - c0 : 32;
+    float s = -INFINITY;  // lane k: the score of key c0 + k
+    KvVec<KT, V> vr[U][P] = {};
+    for (int p0 = 0; p0 < cn; p0 += U * KP) {
+      KvVec<KT, V> kr[U][P] = {};
+      AVQ_DEC_UNROLL
+      for (int u = 0; u < U; u++) {
+        const int k = p0 + u * KP + grp;
+        AVQ_DEC_UNROLL
+        for (int i = 0; i < P; i++)
+          if (k < cn && gl + i * L < nv)  // never past T: NaN may lie there
+            kr[u][i].load (kb + (size_t) (c0 + k) * hd + (gl + i * L) * V);
+      }
+      if constexpr (kOneBatch) {
+        AVQ_DEC_UNROLL
+        for (int u = 0; u < U; u++) {
+          const int k = p0 + u * KP + grp;
+          AVQ_DEC_UNROLL
+          for (int i = 0; i < P; i++)
+            if (k < cn && gl + i * L < nv)
+              vr[u][i].load (vb + (size_t) (c0 + k) * hd + (gl + i * L) * V);
+        }
+      }
+      AVQ_DEC_UNROLL
+      for (int u = 0; u < U; u++) {
+        const int p = p0 + u * KP, k = p + grp;
+        float dot = 0.0f;
+        AVQ_DEC_UNROLL
+        for (int i = 0; i < P; i++)
+          if (k < cn && gl + i * L < nv) {
+            float kv[V];
+            kr[u][i].get (kv);
+            AVQ_DEC_UNROLL
+            for (int e = 0; e < V; e++)
+              dot += qv[i][e] * kv[e];
+          }
+        for (int off = L >> 1; off > 0; off >>= 1)
+          dot += __shfl_xor_sync (0xffffffffu, dot, off);
+        // Lane p + j takes the key of group j (p is a multiple of KP).
+        const float got = __shfl_sync (0xffffffffu, dot, (lane & (KP - 1)) * L);
+        if (lane >= p && lane < p + KP && lane < cn)
+          s = got * scale;
+      }
+    }
+    const float mn = fmaxf (m, warp_max_all (s));
+    // mn stays -inf only when every score so far is -inf (infinite inputs):
+    // keep the state rather than make NaN of -inf - -inf.
+    const float corr = mn == -INFINITY ? 1.0f : expf (m - mn);
+    const float pk = s == -INFINITY ? 0.0f : expf (s - mn);
+    l = l * corr + warp_sum_all (pk);
+    m = mn;
+    AVQ_DEC_UNROLL
+    for (int i = 0; i < P; i++)
+      AVQ_DEC_UNROLL
+      for (int e = 0; e < V; e++)
+        acc[i][e] *= corr;
+    for (int p0 = 0; p0 < cn; p0 += U * KP) {
+      if constexpr (!kOneBatch) {
+        AVQ_DEC_UNROLL
+        for (int u = 0; u < U; u++) {
+          const int k = p0 + u * KP + grp;
+          AVQ_DEC_UNROLL
+          for (int i = 0; i < P; i++)
+            if (k < cn && gl + i * L < nv)
+              vr[u][i].load (vb + (size_t) (c0 + k) * hd + (gl + i * L) * V);
+        }
+      }
+      AVQ_DEC_UNROLL
+      for (int u = 0; u < U; u++) {
+        const int k = p0 + u * KP + grp;
+        const float w = __shfl_sync (0xffffffffu, pk, k & 31);
+        AVQ_DEC_UNROLL
+        for (int i = 0; i < P; i++)
+          if (k < cn && gl + i * L < nv) {
+            float vv[V];
+            vr[u][i].get (vv);
+            AVQ_DEC_UNROLL
+            for (int e = 0; e < V; e++)
+              acc[i][e] += w * vv[e];
+          }
+      }
+    }
+  }
+  // The groups of a warp took different keys under the same m: add them.
+  for (int off = L; off < 32; off <<= 1)
+    AVQ_DEC_UNROLL
+    for (int i = 0; i < P; i++)
+      AVQ_DEC_UNROLL
+      for (int e = 0; e < V; e++)
+        acc[i][e] += __shfl_xor_sync (0xffffffffu, acc[i][e], off);
+  if (grp == 0)
+    AVQ_DEC_UNROLL
+    for (int i = 0; i < P; i++)
+      if (gl + i * L < nv)
+        AVQ_DEC_UNROLL
+        for (int e = 0; e < V; e++)
+          wacc[warp][(gl + i * L) * V + e] = acc[i][e];
+  if (lane == 0) {
+    wm[warp] = m;
+    wl[warp] = l;
+  }
+  __syncthreads ();
+  // Warps without a chunk (a short last tile) hold m = -inf, acc = 0.
+  float M = -INFINITY;
+  for (int w = 0; w < kDecodeWarps; w++)
+    M = fmaxf (M, wm[w]);
+  float f[kDecodeWarps], lsum = 0.0f;
+  for (int w = 0; w < kDecodeWarps; w++) {
+    f[w] = wm[w] == -INFINITY ? 0.0f : expf (wm[w] - M);
+    lsum += wl[w] * f[w];
+  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float a = 0.0f;
+    for (int w = 0; w < kDecodeWarps; w++)
+      a += wacc[w][d] * f[w];
+    pacc[d] = a;
+  }
+  if (threadIdx.x == 0) {
+    pml[0] = M;
+    pml[1] = lsum;
+  }
+}
+
+// Phase 2: blockIdx = (head, row); each split's partial rescaled to the
+// overall max before the sums (dropping that rescale fails the tests).
+__global__ void __launch_bounds__ (kDecodeThreads)
+decode_combine_kernel (const float *part, int nh, int hd, int T0,
+                       const int32_t *positions, int max_ctx, int S,
+                       __half *out)
+{
+  const int h = blockIdx.x, r = blockIdx.y;
+  const size_t hr = (size_t) r * nh + h, qo = hr * hd;
   const int T = positions ? positions[r] + 1 : T0;
   if (T < 1 || T > max_ctx) {
     for (int d = threadIdx.x; d < hd; d += blockDim.x)
       out[qo + d] = __float2half_rn (NAN);
     return;
   }
-  for (int d = threadIdx.x; d < hd; d += blockDim.x)
-    qs[d] = __half2float (q[qo + d]);
-  __syncthreads ();
-  const size_t base = (slots ? (size_t) slots[r] * slot_stride : 0) +
-                      (size_t) g * max_ctx * hd;
-  float *s = scratch + ((size_t) r * nh + h) * max_ctx;
-  float m = -INFINITY;
-  for (int j = threadIdx.x; j < T; j += blockDim.x) {
-    float dot = 0.0f;
-    for (int d = 0; d < hd; d++)
-      dot += qs[d] * kv_load (kc, kv_half, base + (size_t) j * hd + d);
-    s[j] = dot * scale;
-    m = fmaxf (m, s[j]);
-  }
-  m = block_max (m, red);
-  float sum = 0.0f;
-  for (int j = threadIdx.x; j < T; j += blockDim.x) {
-    float e = expf (s[j] - m);
-    s[j] = e;
-    sum += e;
-  }
-  sum = block_sum (sum, red);
-  __syncthreads ();  // every thread's s[j] is read by every output lane
-  const float inv = 1.0f / sum;
+  const float *pacc = part + hr * S * hd;
+  const float *pml = part + (size_t) gridDim.y * nh * S * hd + hr * S * 2;
+  float M = -INFINITY;
+  for (int s = 0; s < S; s++)
+    M = fmaxf (M, pml[2 * s]);
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int j = 0; j < T; j++)
-      acc += s[j] * kv_load (vc, kv_half, base + (size_t) j * hd + d);
-    out[qo + d] = __float2half_rn (acc * inv);
+    float a = 0.0f, l = 0.0f;
+    for (int s = 0; s < S; s++) {
+      const float ms = pml[2 * s];
+      if (ms == -INFINITY)  // a tile past T: neutral
+        continue;
+      const float f = expf (ms - M);
+      a += pacc[(size_t) s * hd + d] * f;
+      l += pml[2 * s + 1] * f;
+    }
+    out[qo + d] = __float2half_rn (a / l);
   }
+}
+
+// When the device cannot say (the host test's emulation): an H100 / H200.
+constexpr int kDefaultSms = 132;
+
+// The SM count of the current device, asked once per device.
+int device_sms ()
+{
+  static std::atomic<int> cached[16];
+  int dev = 0;
+  if (cudaGetDevice (&dev) != cudaSuccess || dev < 0)
+    return kDefaultSms;
+  if (dev < 16) {
+    const int v = cached[dev].load (std::memory_order_relaxed);
+    if (v > 0)
+      return v;
+  }
+  cudaDeviceProp prop;
+  int v = kDefaultSms;
+  if (cudaGetDeviceProperties (&prop, dev) == cudaSuccess &&
+      prop.multiProcessorCount > 0)
+    v = prop.multiProcessorCount;
+  if (dev < 16)
+    cached[dev].store (v, std::memory_order_relaxed);
+  return v;
+}
+
+template <typename KT>
+void launch_decode_split (bool vec, dim3 grid, cudaStream_t stream,
+                          const __half *q, const void *kc, const void *vc,
+                          int nh, int nkv, int hd, int T0,
+                          const int32_t *positions, const int32_t *slots,
+                          size_t slot_stride, int max_ctx, int tile,
+                          float scale, float *part)
+{
+  // A pointer, not the template-id, in the macro (its commas).
+  void (*kern) (const __half *, const KT *, const KT *, int, int, int, int,
+                const int32_t *, const int32_t *, size_t, int, int, float,
+                float *);
+  if (!vec)
+    kern = decode_split_kernel<KT, 1, AVQ_CUK_DECODE_MAX_HD / 32, 4>;
+  else if (hd / 4 <= 32)  // fp16: a whole 32-key chunk's rows in flight
+    kern = decode_split_kernel<KT, 4, 1, sizeof (KT) == 2 ? 32 : 16>;
+  else
+    kern = decode_split_kernel<KT, 4, AVQ_CUK_DECODE_MAX_HD / 128,
+                               sizeof (KT) == 2 ? 16 : 8>;
+  AVQ_LAUNCH (kern, grid, kDecodeThreads, stream) (
+      q, static_cast<const KT *> (kc), static_cast<const KT *> (vc), nh, nkv,
+      hd, T0, positions, slots, slot_stride, max_ctx, tile, scale, part);
 }
 
 struct Top {
@@ -322,14 +634,42 @@ avq_cuk_decode_attention (cudaStream_t stream, const uint16_t *q16,
                           size_t slot_stride, int max_ctx, float scale,
                           float *scratch, uint16_t *out16)
 {
-  if (n <= 0 || nkv <= 0 || nh % nkv != 0 || hd <= 0 ||
-      hd > AVQ_CUK_DECODE_MAX_HD || max_ctx <= 0 ||
-      (positions == NULL && (T <= 0 || T > max_ctx)))
+  if (n <= 0 || n > 65535 || nh <= 0 || nh > 65535 || nkv <= 0 ||
+      nh % nkv != 0 || hd <= 0 || hd > AVQ_CUK_DECODE_MAX_HD ||
+      max_ctx <= 0 || (positions == NULL && (T <= 0 || T > max_ctx)))
     return cudaErrorInvalidValue;
-  AVQ_LAUNCH (decode_attention_kernel, nh * n, 128, stream) (
-      reinterpret_cast<const __half *> (q16), k_cache, v_cache, kv_half, nh,
-      nkv, hd, T, positions, slots, slot_stride, max_ctx, scale, scratch,
-      as_half (out16));
+  // Splits: about eight blocks per SM for one row whatever T turns out to
+  // be (T lives in device memory), within AVQ_CUK_DECODE_SPLITS_MAX; tiles
+  // of whole steps so that every warp of a full tile has a chunk. Neither n
+  // nor T enters, so a row's result does not depend on its batch.
+  const int steps = (max_ctx + AVQ_CUK_DECODE_TILE_STEP - 1) /
+                    AVQ_CUK_DECODE_TILE_STEP;
+  int S = (8 * device_sms () + nh - 1) / nh;
+  const int smax = (int) AVQ_CUK_DECODE_SPLITS_MAX (max_ctx);
+  S = S < 1 ? 1 : (S > smax ? smax : S);
+  const int tile = (steps + S - 1) / S * AVQ_CUK_DECODE_TILE_STEP;
+  S = (max_ctx + tile - 1) / tile;
+  // Vector loads need every row start aligned to 4 elements.
+  const uintptr_t align = kv_half ? 8 : 16;
+  const bool vec = hd % 4 == 0 && slot_stride % 4 == 0 &&
+                   (uintptr_t) k_cache % align == 0 &&
+                   (uintptr_t) v_cache % align == 0;
+  const __half *q = reinterpret_cast<const __half *> (q16);
+  const dim3 grid ((unsigned) S, (unsigned) nh, (unsigned) n);
+  if (kv_half)
+    launch_decode_split<__half> (vec, grid, stream, q, k_cache, v_cache, nh,
+                                 nkv, hd, T, positions, slots, slot_stride,
+                                 max_ctx, tile, scale, scratch);
+  else
+    launch_decode_split<float> (vec, grid, stream, q, k_cache, v_cache, nh,
+                                nkv, hd, T, positions, slots, slot_stride,
+                                max_ctx, tile, scale, scratch);
+  cudaError_t e = cudaGetLastError ();
+  if (e != cudaSuccess)
+    return e;
+  AVQ_LAUNCH (decode_combine_kernel, dim3 ((unsigned) nh, (unsigned) n),
+              kDecodeThreads, stream) (scratch, nh, hd, T, positions,
+                                       max_ctx, S, as_half (out16));
   return cudaGetLastError ();
 }
 

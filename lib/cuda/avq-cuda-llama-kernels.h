@@ -66,10 +66,31 @@ cudaError_t avq_cuk_causal_softmax (cudaStream_t stream, const float *scores,
  * elements times slots[r] after k_cache / v_cache (each [nkv][max_ctx][hd],
  * fp16 or fp32); query head h uses kv head h / (nh / nkv). T_r =
  * positions[r] + 1 read from device memory, or T for every row when
- * positions is NULL (slots NULL: slot 0). One block per (head, row); scores
- * fp32 in `scratch` [n, nh, max_ctx]; out16 [n, nh hd]. A row whose T_r is
- * outside [1, max_ctx] gets NaN. Head size at most AVQ_CUK_DECODE_MAX_HD. */
+ * positions is NULL (slots NULL: slot 0). out16 [n, nh hd]. A row whose T_r
+ * is outside [1, max_ctx] gets NaN. Head size at most AVQ_CUK_DECODE_MAX_HD,
+ * n and nh at most 65535 (grid dimensions).
+ *
+ * Flash-decoding: the keys of each (head, row) are split into S tiles of a
+ * multiple of AVQ_CUK_DECODE_TILE_STEP keys, S chosen on the host from
+ * max_ctx, nh and the device's SM count (never from n or T, so that a row's
+ * result does not depend on the rest of the batch and the launch shape is
+ * fixed for a captured graph); one block per (split, head, row) leaves fp32
+ * partials (max, sum, unnormalised P V) in `scratch`, tiles past T_r a
+ * neutral one, and a second kernel merges them. `scratch` must hold
+ * AVQ_CUK_DECODE_SCRATCH (n, nh, hd, max_ctx) floats (the bound for every
+ * device: S is at most AVQ_CUK_DECODE_SPLITS_MAX (max_ctx)). */
 #define AVQ_CUK_DECODE_MAX_HD 256
+#define AVQ_CUK_DECODE_TILE_STEP 128
+#define AVQ_CUK_DECODE_MAX_SPLITS 32
+#define AVQ_CUK_DECODE_SPLITS_MAX(max_ctx)                              \
+  ((size_t) (max_ctx) >                                                 \
+           (size_t) AVQ_CUK_DECODE_MAX_SPLITS * AVQ_CUK_DECODE_TILE_STEP \
+       ? (size_t) AVQ_CUK_DECODE_MAX_SPLITS                             \
+       : ((size_t) (max_ctx) + AVQ_CUK_DECODE_TILE_STEP - 1) /          \
+             AVQ_CUK_DECODE_TILE_STEP)
+#define AVQ_CUK_DECODE_SCRATCH(n, nh, hd, max_ctx) \
+  ((size_t) (n) * (size_t) (nh) * AVQ_CUK_DECODE_SPLITS_MAX (max_ctx) * \
+   ((size_t) (hd) + 2))
 cudaError_t avq_cuk_decode_attention (cudaStream_t stream,
                                       const uint16_t *q16, const void *k_cache,
                                       const void *v_cache, int kv_half, int n,

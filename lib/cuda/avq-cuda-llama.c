@@ -68,7 +68,7 @@ struct _AvqCudaLlama {
   int max_ctx, n_seq;
   guint16 *k_cache, *v_cache;
   float *rope_cos, *rope_sin;   /* device [max_ctx][hd/2] */
-  /* prefill [nh, CHUNK_ROWS, ctx_pad]; decode [n_seq, nh, max_ctx] */
+  /* prefill [nh, CHUNK_ROWS, ctx_pad]; decode AVQ_CUK_DECODE_SCRATCH */
   float *scores;
   guint16 *probs;
 
@@ -269,14 +269,14 @@ alloc_caches (AvqCudaLlama *cl, int n_seq, int max_ctx, Caches *c,
               GError **error)
 {
   const gsize slices = (gsize) cl->n_layers * n_seq * cl->nkv;
-  /* prefill scores [nh, CHUNK_ROWS, ctx_pad]; decode [n_seq, nh, max_ctx] */
-  const gsize ns = (gsize) cl->nh *
-                   MAX ((gsize) MIN (CHUNK_ROWS, max_ctx) * ctx_pad (max_ctx),
-                        (gsize) n_seq * max_ctx);
+  /* prefill scores and probs [nh, CHUNK_ROWS, ctx_pad]; the decode
+   * attention's split partials for n_seq rows share `scores`. */
+  const gsize np = (gsize) cl->nh * MIN (CHUNK_ROWS, max_ctx) * ctx_pad (max_ctx);
+  const gsize ns = MAX (np, AVQ_CUK_DECODE_SCRATCH (n_seq, cl->nh, cl->hd, max_ctx));
   memset (c, 0, sizeof *c);
   if (!DEV_ALLOC (c->k, guint16, slices * max_ctx * cl->hd) ||
       !DEV_ALLOC (c->v, guint16, slices * max_ctx * cl->hd) ||
-      !DEV_ALLOC (c->scores, float, ns) || !DEV_ALLOC (c->probs, guint16, ns)) {
+      !DEV_ALLOC (c->scores, float, ns) || !DEV_ALLOC (c->probs, guint16, np)) {
     release_caches (cl, c);
     return FALSE;
   }
