@@ -182,6 +182,23 @@ sample_token (const float *logits, int n, float temperature, float top_p,
   return cand[keep - 1].id;   /* rounding left r just above the total */
 }
 
+/* `*options`, or the defaults when NULL, checked. */
+static gboolean
+options_or_defaults (const AvqGenerateOptions **options, AvqGenerateOptions *defaults,
+                     GError **error)
+{
+  if (*options == NULL) {
+    avq_generate_options_init (defaults);
+    *options = defaults;
+  }
+  if ((*options)->temperature > 0 && !((*options)->top_p > 0)) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "top_p must be > 0 (got %g)", (*options)->top_p);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 gboolean
 avq_llava_generate (AvqLlama *llama, const int *prompt_ids, int n_ids,
                     const float *image_features, int n_image_rows,
@@ -191,15 +208,8 @@ avq_llava_generate (AvqLlama *llama, const int *prompt_ids, int n_ids,
   g_return_val_if_fail (llama != NULL && out_ids != NULL, FALSE);
   g_return_val_if_fail (g_array_get_element_size (out_ids) == sizeof (int), FALSE);
   AvqGenerateOptions defaults;
-  if (options == NULL) {
-    avq_generate_options_init (&defaults);
-    options = &defaults;
-  }
-  if (options->temperature > 0 && !(options->top_p > 0)) {
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
-                 "top_p must be > 0 (got %g)", options->top_p);
+  if (!options_or_defaults (&options, &defaults, error))
     return FALSE;
-  }
   AvqGenerateStats st = { 0 };
   int V = avq_llama_vocab_size (llama);
   int eos = options->eos_token_id >= 0 ? options->eos_token_id
@@ -265,15 +275,8 @@ avq_llava_generate_batch (AvqLlama *llama, const AvqLlavaRequest *requests, int 
     return FALSE;
   }
   AvqGenerateOptions defaults;
-  if (options == NULL) {
-    avq_generate_options_init (&defaults);
-    options = &defaults;
-  }
-  if (options->temperature > 0 && !(options->top_p > 0)) {
-    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
-                 "top_p must be > 0 (got %g)", options->top_p);
+  if (!options_or_defaults (&options, &defaults, error))
     return FALSE;
-  }
   int V = avq_llama_vocab_size (llama);
   int eos = options->eos_token_id >= 0 ? options->eos_token_id
       : avq_llama_get_config (llama)->eos_token_id;
