@@ -52,12 +52,12 @@ _avq_read_header () {
 }
 
 _avq_meta () {   # KEY HEADER -> the string value of __metadata__ KEY
-  printf '%s' "$2" | grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | sed 's/.*:"\(.*\)"/\1/'
+  printf '%s' "$2" | grep -o "\"$1\":\"[^\"]*\"" | sed -n 1p | sed 's/.*:"\(.*\)"/\1/'
 }
 
 _avq_config_int () {   # KEY CONFIG DEFAULT -> first integer value of KEY
   local v=""
-  [ -r "$2" ] && v=$(grep -o "\"$1\"[[:space:]]*:[[:space:]]*[0-9]*" "$2" | head -n 1 | grep -o '[0-9]*$')
+  [ -r "$2" ] && v=$(grep -o "\"$1\"[[:space:]]*:[[:space:]]*[0-9]*" "$2" | sed -n 1p | grep -o '[0-9]*$')
   echo "${v:-$3}"
 }
 
@@ -84,8 +84,11 @@ avq_stream_params () {
   [ -n "$start" ] && [ -n "$end" ] && [ "$end" -gt "$start" ] &&
     [ $((8 + _avq_header_len + end)) -le "$size" ] ||
     avq_die "$avq: bad data_offsets for avq.codebook"
-  AVQ_CODEBOOK=$(tail -c +$((8 + _avq_header_len + start + 1)) "$avq" |
-                 head -c $((end - start)) | sha256sum | cut -c1-16)
+  # dd reads exactly the tensor: `tail | head -c` would leave tail writing
+  # into a closed pipe (SIGPIPE, which pipefail turns into a silent exit).
+  AVQ_CODEBOOK=$(dd if="$avq" iflag=skip_bytes,count_bytes bs=1M status=none \
+                   skip=$((8 + _avq_header_len + start)) count=$((end - start)) |
+                 sha256sum | cut -c1-16)
   # Tokens: one per patch plus CLS; 336 / 14 unless the model says otherwise.
   image=$(_avq_config_int image_size "${model:+$model/config.json}" 336)
   patch=$(_avq_config_int patch_size "${model:+$model/config.json}" 14)

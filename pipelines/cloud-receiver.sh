@@ -83,9 +83,9 @@ if [ -n "$sdp" ]; then
   mline=$(printf '%s\n' "$sdp_text" | grep -m1 '^m=application ') || avq_die "$sdp has no m=application line"
   read -r _ port _ pt _ <<< "$mline"
   avq_num "m= port" "$port"; avq_num "m= payload type" "$pt"
-  printf '%s\n' "$sdp_text" | grep -qi "^a=rtpmap:$pt X-AVQ/90000" ||
+  grep -qi "^a=rtpmap:$pt X-AVQ/90000" <<< "$sdp_text" ||
     avq_die "$sdp: payload type $pt is not X-AVQ/90000"
-  fmtp=$(printf '%s\n' "$sdp_text" | sed -n "s/^a=fmtp:$pt //p" | head -n 1)
+  fmtp=$(printf '%s\n' "$sdp_text" | sed -n "s/^a=fmtp:$pt //p" | sed -n 1p)
   [ -n "$fmtp" ] || avq_die "$sdp has no a=fmtp:$pt line"
   caps="application/x-rtp, media=(string)application, clock-rate=(int)90000, encoding-name=(string)X-AVQ, payload=(int)$pt"
   IFS=';' read -ra params <<< "$fmtp"
@@ -99,9 +99,9 @@ if [ -n "$sdp" ]; then
     case $value in *[!A-Za-z0-9.-]*|'') avq_die "$sdp: bad fmtp value '$value'" ;; esac
     caps+=", $key=(string)$value"
   done
-  fps=$(printf '%s\n' "$sdp_text" | sed -n 's/^a=framerate:\([0-9.]*\)$/\1/p' | head -n 1)
+  fps=$(printf '%s\n' "$sdp_text" | sed -n 's/^a=framerate:\([0-9.]*\)$/\1/p' | sed -n 1p)
   [ -z "$fps" ] || caps+=", a-framerate=(string)$fps"
-  cline=$(printf '%s\n' "$sdp_text" | sed -n 's/^c=IN IP[46] \([^/ ]*\).*/\1/p' | head -n 1)
+  cline=$(printf '%s\n' "$sdp_text" | sed -n 's/^c=IN IP[46] \([^/ ]*\).*/\1/p' | sed -n 1p)
   case $cline in 22[4-9].*|23[0-9].*|[fF][fF]*) host=$cline ;; esac
 else
   avq_stream_params "$avq" "$model"

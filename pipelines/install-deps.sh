@@ -6,7 +6,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 mapfile -t packages < <(grep -v '^\s*#' "$here/debian-packages.txt" | grep -v '^\s*$')
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"install ok installed"* ]] ||
+    missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
