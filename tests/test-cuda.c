@@ -1013,6 +1013,63 @@ test_llm_gqa (gconstpointer data)
 /* The answerer on CUDA moves its language model there (its INFO line says
  * so) and answers; the first generated id equals the CPU answerer's (both
  * texts are logged; later ids may part at a near tie). */
+/* Several questions in one batch on the GPU (avq_answerer_ask_frames: one
+ * batched vision pass, one batched generation) against one at a time.
+ * Under the emulation the two are the same arithmetic, so the answers must
+ * be identical; on a GPU cuBLAS may sum a taller GEMM in another order, so
+ * only the first token is required to agree (the tiny model's logits sit
+ * close together) and the rest is reported. */
+static void
+test_llm_ask_frames (void)
+{
+  g_autofree char *dir = avq_test_data_path ("tiny-llava");
+  g_autofree char *avq = avq_test_data_path ("tiny-llava/avq-L0-derive.safetensors");
+  g_autoptr (GError) error = NULL;
+  AvqAnswererOptions o = { .model_dir = dir, .avq_path = avq, .device = AVQ_DEVICE_CUDA };
+  g_test_expect_message ("avq", G_LOG_LEVEL_INFO, "language model: cuda: *");
+  g_autoptr (AvqAnswerer) a = avq_answerer_new (&o, &error);
+  g_assert_no_error (error);
+  g_test_assert_expected_messages ();
+  static const char *const names[3] = { "astronaut", "chelsea", "coffee" };
+  static const char *const questions[3] = { "What is in the picture?", "Describe it.",
+                                            "What colour is it?" };
+  AvqFrame *frames[3];
+  for (int i = 0; i < 3; i++) {
+    g_autofree char *rel = g_strdup_printf ("tiny-llava/images/%s.png", names[i]);
+    g_autofree char *png = avq_test_data_path (rel);
+    g_autoptr (AvqImage) image = avq_image_load (png, &error);
+    g_assert_no_error (error);
+    frames[i] = avq_engine_encode_image (avq_answerer_get_engine (a), image,
+                                         AVQ_PREPROCESS_CROP, &error);
+    g_assert_no_error (error);
+  }
+  AvqAskOptions ask;
+  avq_ask_options_init (&ask);
+  ask.max_new_tokens = 6;
+  AvqAnswer *batch[3];
+  g_assert_true (avq_answerer_ask_frames (a, (const AvqFrame *const *) frames, questions, 3,
+                                          &ask, batch, &error));
+  g_assert_no_error (error);
+  for (int i = 0; i < 3; i++) {
+    g_autoptr (AvqAnswer) one = avq_answerer_ask_frame (a, frames[i], questions[i], &ask,
+                                                        &error);
+    g_assert_no_error (error);
+    guint same = 0;
+    while (same < one->ids->len && same < batch[i]->ids->len &&
+           g_array_index (one->ids, int, same) == g_array_index (batch[i]->ids, int, same))
+      same++;
+    g_test_message ("%s: batched \"%s\", alone \"%s\": %u of %u ids equal", names[i],
+                    batch[i]->text, one->text, same, one->ids->len);
+    g_assert_cmpuint (same, >=, 1);
+#ifdef AVQ_CUDA_EMULATED
+    g_assert_cmpuint (same, ==, one->ids->len);
+    g_assert_cmpuint (batch[i]->ids->len, ==, one->ids->len);
+#endif
+    avq_answer_free (batch[i]);
+    avq_frame_free (frames[i]);
+  }
+}
+
 static void
 test_llm_answerer (void)
 {
@@ -1572,6 +1629,7 @@ main (int argc, char **argv)
     g_test_add_data_func (p, r, test_with_flash);
   }
   g_test_add_func ("/cuda/llm/answerer", test_llm_answerer);
+  g_test_add_func ("/cuda/llm/ask-frames", test_llm_ask_frames);
   g_test_add_func ("/cuda/llm/batch", test_llm_batch);
   g_test_add_func ("/cuda/llm/graph-replay", test_llm_graph_replay);
   g_test_add_func ("/cuda/llm/graph-reserve", test_llm_graph_reserve);
