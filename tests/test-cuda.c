@@ -906,16 +906,6 @@ gqa_model_dir (AvqDType dtype, gboolean tied)
 }
 
 static void
-remove_model_dir (const char *dir)
-{
-  g_autofree char *a = g_build_filename (dir, "config.json", NULL);
-  g_autofree char *b = g_build_filename (dir, "model.safetensors", NULL);
-  g_unlink (a);
-  g_unlink (b);
-  g_rmdir (dir);
-}
-
-static void
 assert_both (AvqLlama *gpu, AvqLlama *cpu, const float *lg, const float *lc,
              const char *what)
 {
@@ -1007,7 +997,7 @@ test_llm_gqa (gconstpointer data)
   g_assert_no_error (error);
   g_assert_false (avq_llama_apply_lora (gpu, f, NULL, &error));
   g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
-  remove_model_dir (dir);
+  avq_test_remove_model_dir (dir);
 }
 
 /* The answerer on CUDA moves its language model there (its INFO line says
@@ -1307,7 +1297,7 @@ test_llm_batch (void)
     g_free (want[s]);
     g_free (emb[s]);
   }
-  remove_model_dir (dir);
+  avq_test_remove_model_dir (dir);
 }
 
 /* Graph replay over many steps (every position moves each step, so a value
@@ -1378,7 +1368,7 @@ test_llm_graph_replay (void)
     g_free (want[s]);
     g_free (emb[s]);
   }
-  remove_model_dir (dir);
+  avq_test_remove_model_dir (dir);
 }
 
 /* A cache growth between steps moves every buffer the graph used: the step
@@ -1436,7 +1426,7 @@ test_llm_graph_reserve (void)
     g_free (want[s]);
     g_free (emb[s]);
   }
-  remove_model_dir (dir);
+  avq_test_remove_model_dir (dir);
 }
 
 /* set_sequences limits and the errors of prefill_sequence / decode_batch;
@@ -1507,7 +1497,7 @@ test_llm_sequence_errors (void)
   g_assert_cmpuint (avq_cuda_llama_graphs_captured (d->cl), ==, before + 1);
   direct_free (d);
   g_free (emb);
-  remove_model_dir (dir);
+  avq_test_remove_model_dir (dir);
 }
 
 /* Benchmark weights made on the device: the same seed gives the same

@@ -305,16 +305,6 @@ broken_model_dir (const char *drop, const char *reshape)
 }
 
 static void
-remove_dir (const char *dir)
-{
-  g_autofree char *a = g_build_filename (dir, "config.json", NULL);
-  g_autofree char *b = g_build_filename (dir, "model.safetensors", NULL);
-  g_unlink (a);
-  g_unlink (b);
-  g_rmdir (dir);
-}
-
-static void
 test_broken_models (void)
 {
   static const struct {
@@ -338,7 +328,7 @@ test_broken_models (void)
     const char *name = broken[i].drop ? broken[i].drop : broken[i].reshape;
     g_test_message ("%s", error->message);
     g_assert_nonnull (strstr (error->message, name));
-    remove_dir (dir);
+    avq_test_remove_model_dir (dir);
   }
 }
 
@@ -654,7 +644,7 @@ test_gqa (gconstpointer data)
 
   g_assert_false (avq_llama_decode (llama, G_VOCAB, logits, &error));
   g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
-  remove_dir (dir);
+  avq_test_remove_model_dir (dir);
 }
 
 /* A prompt longer than the decoder's prefill chunk (1024 rows): the second
@@ -685,7 +675,7 @@ test_gqa_long_prompt (void)
   ids = g_renew (int, ids, N + 1);
   ids[N] = next;
   assert_logits_tol (model, ids, N + 1, logits, "decode after long prefill", 1e-4);
-  remove_dir (dir);
+  avq_test_remove_model_dir (dir);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -951,7 +941,7 @@ test_batch_gqa (gconstpointer data)
     g_test_message ("step %d, %d sequences: worst rel err %.3g against the naive decoder",
                     step, S, worst);
   }
-  remove_dir (dir);
+  avq_test_remove_model_dir (dir);
 }
 
 /* Invalid batches are refused before anything changes. */
@@ -1053,7 +1043,7 @@ test_batch_errors (void)
   g_assert_no_error (error);
   for (int s = 0; s < 3; s++)
     g_assert_cmpint (avq_llama_sequence_n_past (llama, s), ==, n_ids[s] + 1);
-  remove_dir (dir);
+  avq_test_remove_model_dir (dir);
 }
 
 /* avq_llava_generate_batch against avq_llava_generate per request: the

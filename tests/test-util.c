@@ -1,4 +1,5 @@
 #include "test-util.h"
+#include <glib/gstdio.h>
 #include <math.h>
 #include <sys/wait.h>
 
@@ -134,4 +135,14 @@ avq_test_reference_json (void)
     g_assert_no_error (error);
   }
   return json_node_get_object (json_parser_get_root (parser));
+}
+
+void
+avq_test_remove_model_dir (const char *dir)
+{
+  g_autofree char *config = g_build_filename (dir, "config.json", NULL);
+  g_autofree char *weights = g_build_filename (dir, "model.safetensors", NULL);
+  g_unlink (config);
+  g_unlink (weights);
+  g_rmdir (dir);
 }

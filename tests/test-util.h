@@ -32,6 +32,9 @@ typedef struct {
 /* Runs `avq` with a NULL-terminated argument vector. */
 AvqCliRun avq_test_run_cli (const char *const *args);
 void avq_test_cli_run_clear (AvqCliRun *run);
+/* Removes a model directory a test wrote: its config.json and
+ * model.safetensors, then the (then empty) directory. */
+void avq_test_remove_model_dir (const char *dir);
 /* A path in a per-process temporary directory (newly allocated). */
 char *avq_test_tmp_path (const char *name);
 

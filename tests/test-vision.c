@@ -273,16 +273,6 @@ write_broken_model (const char *drop, const char *replace, AvqDType dtype,
 }
 
 static void
-remove_dir (const char *dir)
-{
-  g_autofree char *a = g_build_filename (dir, "model.safetensors", NULL);
-  g_autofree char *b = g_build_filename (dir, "config.json", NULL);
-  g_unlink (a);
-  g_unlink (b);
-  g_rmdir (dir);
-}
-
-static void
 expect_tower_error (const char *dir, int n_layers, int code, const char *needle)
 {
   g_autoptr (GError) error = NULL;
@@ -311,7 +301,7 @@ test_tower_malformed (void)
     g_assert_false (avq_vision_tower_check (model, -1, &error));
     g_assert_error (error, AVQ_ERROR, AVQ_ERROR_MISSING);
   }
-  remove_dir (dir);
+  avq_test_remove_model_dir (dir);
   g_free (dir);
 
   const char *q = "vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight";
@@ -319,14 +309,14 @@ test_tower_malformed (void)
   const gint64 wrong[2] = { 64, 65 };
   dir = write_broken_model (NULL, q, AVQ_DTYPE_F32, 2, wrong, junk);
   expect_tower_error (dir, -1, AVQ_ERROR_SHAPE, q);
-  remove_dir (dir);
+  avq_test_remove_model_dir (dir);
   g_free (dir);
 
   const char *pos = "vision_tower.vision_model.embeddings.position_embedding.weight";
   const gint64 short_pos[2] = { 576, 64 };
   dir = write_broken_model (NULL, pos, AVQ_DTYPE_F32, 2, short_pos, junk);
   expect_tower_error (dir, 0, AVQ_ERROR_SHAPE, pos);
-  remove_dir (dir);
+  avq_test_remove_model_dir (dir);
   g_free (dir);
 
   const char *cls = "vision_tower.vision_model.embeddings.class_embedding";
@@ -334,7 +324,7 @@ test_tower_malformed (void)
   static gint32 ints[64];
   dir = write_broken_model (NULL, cls, AVQ_DTYPE_I32, 1, vec, ints);
   expect_tower_error (dir, 0, AVQ_ERROR_SHAPE, cls);
-  remove_dir (dir);
+  avq_test_remove_model_dir (dir);
   g_free (dir);
 
   const char *p1 = "multi_modal_projector.linear_1.bias";
@@ -351,7 +341,7 @@ test_tower_malformed (void)
     g_assert_null (e);
     g_assert_error (error, AVQ_ERROR, AVQ_ERROR_MISSING);
   }
-  remove_dir (dir);
+  avq_test_remove_model_dir (dir);
   g_free (dir);
 }
 
@@ -390,7 +380,7 @@ test_tower_bad_config (void)
     g_assert_nonnull (error);
     g_assert_true (error->domain == AVQ_ERROR);
     g_test_message ("config edit %u: %s", i, error->message);
-    remove_dir (dir);
+    avq_test_remove_model_dir (dir);
   }
 }
 

@@ -45,6 +45,7 @@
 #include "bench-vit-model.h"
 #if AVQ_HAVE_CUDA
 #include "cuda/avq-cuda-llama.h"
+#include "bench-report.h"
 #endif
 
 enum { PROMPT = 611, ANSWER_TOKENS = 16 };
@@ -64,29 +65,6 @@ static const Shape shapes[] = {
 #define NOMINAL_BW 4.8e12
 
 #if AVQ_HAVE_CUDA
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return x < y ? -1 : x > y;
-}
-
-static double
-median (double *ms, int n)
-{
-  qsort (ms, n, sizeof (double), cmp_double);
-  return ms[n / 2];
-}
-
-static void
-report (const char *figure, double *ms, int n, const char *extra)
-{
-  double med = median (ms, n);
-  g_print ("{\"figure\": \"%s\", \"median_ms\": %.3f, \"min_ms\": %.3f, "
-           "\"max_ms\": %.3f, \"runs\": %d%s%s}\n", figure, med, ms[0],
-           ms[n - 1], n, extra ? ", " : "", extra ? extra : "");
-}
-
 static double
 now_ms (void)
 {
@@ -207,14 +185,14 @@ bench_prefill (Bench *b, const char *suffix)
       if (want && (tok < 0 || !isfinite (b->logits[tok])))
         g_error ("prefill: first token %d is not a finite logit", tok);
     }
-    double med = median (b->ms, b->runs);
+    double med = avq_bench_upper_median (b->ms, b->runs);
     g_autofree char *extra = g_strdup_printf (
         "\"positions\": %d, \"layers\": %d, \"tokens_per_s\": %.0f, "
         "\"ms_per_layer\": %.3f", PROMPT, b->layers, PROMPT / med * 1e3,
         med / b->layers);
     g_autofree char *figure = g_strdup_printf ("%s%s", want ? "llm_cuda_ttft_611"
                                                : "llm_cuda_prefill_611", suffix);
-    report (figure, b->ms, b->runs, extra);
+    avq_bench_report_ms (figure, b->ms, b->runs, extra);
   }
 }
 
@@ -242,7 +220,7 @@ bench_decode (Bench *b, int n, gboolean graphs, gboolean logits)
       pos[k]++;
     }
   }
-  double med = median (b->ms, b->runs);
+  double med = avq_bench_upper_median (b->ms, b->runs);
   g_autofree char *figure = logits
       ? g_strdup_printf ("llm_cuda_decode_b%d_logits", n)
       : g_strdup_printf ("llm_cuda_decode_b%d_graphs_%s", n, graphs ? "on" : "off");
@@ -251,7 +229,7 @@ bench_decode (Bench *b, int n, gboolean graphs, gboolean logits)
       "\"batch\": %d, \"graphs\": %s, \"first_position\": %d, "
       "\"ms_per_token\": %.3f, \"tokens_per_s\": %.0f, %s", n,
       graphs ? "true" : "false", PROMPT, med / n, n / med * 1e3, bx);
-  report (figure, b->ms, b->runs, extra);
+  avq_bench_report_ms (figure, b->ms, b->runs, extra);
 }
 
 /* Whole greedy answers for n sequences: prompts one after another, the
@@ -293,8 +271,8 @@ bench_answer (Bench *b, int n)
     else if (memcmp (first, toks, sizeof (int) * n) != 0)
       same = FALSE;
   }
-  double pm = median (prefill_ms, kept), dm = median (decode_ms, kept);
-  double med = median (b->ms, kept);
+  double pm = avq_bench_upper_median (prefill_ms, kept), dm = avq_bench_upper_median (decode_ms, kept);
+  double med = avq_bench_upper_median (b->ms, kept);
   g_autofree char *figure = g_strdup_printf ("llm_cuda_answer_b%d", n);
   g_autofree char *bx = bytes_extra (b, dm / (ANSWER_TOKENS - 1));
   g_autofree char *extra = g_strdup_printf (
@@ -302,7 +280,7 @@ bench_answer (Bench *b, int n)
       "\"prefill_ms\": %.3f, \"decode_ms\": %.3f, \"ms_per_answer\": %.3f, "
       "\"answers_per_s\": %.2f, \"same_ids_every_run\": %s, %s", n, PROMPT,
       ANSWER_TOKENS, pm, dm, med / n, n / med * 1e3, same ? "true" : "false", bx);
-  report (figure, b->ms, kept, extra);
+  avq_bench_report_ms (figure, b->ms, kept, extra);
 }
 
 static void
@@ -354,13 +332,8 @@ bench_llm (const Shape *sh, int layers, int runs, int batch,
   g_unsetenv ("AVQ_CUDA_ATTENTION");
   bench_prefill (&b, "_flash");
   prefill (&b, 0, TRUE);
-  double num = 0, den = 0;
-  for (int k = 0; k < V; k++) {
-    num += ((double) b.logits[k] - gemm_logits[k]) * ((double) b.logits[k] - gemm_logits[k]);
-    den += (double) gemm_logits[k] * gemm_logits[k];
-  }
   g_print ("{\"figure\": \"llm_cuda_flash_vs_gemm_attention\", \"first_logits_rel_error\": "
-           "%.3g}\n", den > 0 ? sqrt (num / den) : sqrt (num));
+           "%.3g}\n", avq_bench_rel_error (b.logits, gemm_logits, V));
 
   avq_cuda_llama_free (b.cl);
   g_free (b.emb);

@@ -26,6 +26,7 @@
 #include "avq-engine.h"
 #include "avq-safetensors.h"
 #include "bench-vit-model.h"
+#include "bench-report.h"
 
 #define MLP 4096
 #define TEXT 4096
@@ -33,32 +34,16 @@
 #define LAYERS_RUN 23
 #define BATCH 8
 
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return x < y ? -1 : x > y;
-}
-
-static void
-report (const char *figure, double *ms, int n, const char *extra)
-{
-  qsort (ms, n, sizeof (double), cmp_double);
-  g_print ("{\"figure\": \"%s\", \"median_ms\": %.3f, \"min_ms\": %.3f, "
-           "\"max_ms\": %.3f, \"runs\": %d%s%s}\n", figure, ms[n / 2], ms[0],
-           ms[n - 1], n, extra ? ", " : "", extra ? extra : "");
-}
-
 /* A batch figure: ms per batch (median, min, max) and per frame. */
 static void
 report_batch (const char *figure, double *ms, int runs, guint n,
               gboolean graphs)
 {
-  qsort (ms, runs, sizeof (double), cmp_double);
+  avq_bench_sort (ms, runs);
   g_autofree char *extra = g_strdup_printf (
       "\"batch\": %u, \"ms_per_frame\": %.3f, \"graphs\": %s", n,
       ms[runs / 2] / n, graphs ? "true" : "false");
-  report (figure, ms, runs, extra);
+  avq_bench_report_ms (figure, ms, runs, extra);
 }
 
 /* Times the batch entry points for n inputs on one engine: edge then cloud
@@ -120,18 +105,6 @@ free_frames (AvqFrame **frames, guint n)
 {
   for (guint f = 0; f < n; f++)
     g_clear_pointer (&frames[f], avq_frame_free);
-}
-
-static double
-rel_error (const float *a, const float *b, gsize n)
-{
-  double num = 0, den = 0;
-  for (gsize i = 0; i < n; i++) {
-    double d = (double) a[i] - b[i];
-    num += d * d;
-    den += (double) b[i] * b[i];
-  }
-  return den > 0 ? sqrt (num / den) : sqrt (num);
 }
 
 static AvqEngine *
@@ -222,7 +195,7 @@ main (int argc, char **argv)
         ms[i] = (g_get_monotonic_time () - s) / 1000.0;
     }
     g_autofree char *fig = g_strdup_printf ("avq_cuda_encode_%s", tag);
-    report (fig, ms, runs, "\"batch\": 1");
+    avq_bench_report_ms (fig, ms, runs, "\"batch\": 1");
     /* Cloud, from the GPU's own frame. */
     for (int i = -2; i < runs; i++) {
       gint64 s = g_get_monotonic_time ();
@@ -233,7 +206,7 @@ main (int argc, char **argv)
     }
     g_free (fig);
     fig = g_strdup_printf ("avq_cuda_decode_%s", tag);
-    report (fig, ms, runs, "\"batch\": 1");
+    avq_bench_report_ms (fig, ms, runs, "\"batch\": 1");
 
     /* Batch 8, and how its input 0 (the same image) agrees with batch 1:
      * a taller GEMM may be tiled differently, which moves near-ties. */
@@ -245,7 +218,7 @@ main (int argc, char **argv)
       g_error ("cuda decode: %s", error->message);
     g_print ("{\"figure\": \"avq_cuda_batch_vs_single_%s\", \"index_agreement\": %.4f, "
              "\"decode_rel_error\": %.3g}\n", tag, same8 / 577.0,
-             rel_error (feat8, feat, nfeat));
+             avq_bench_rel_error (feat8, feat, nfeat));
     free_frames (frames8, BATCH);
     if (a == 1) {
       /* Graphs off, for comparison. */
@@ -271,7 +244,7 @@ main (int argc, char **argv)
       }
       g_free (fig);
       fig = g_strdup_printf ("avq_cpu_encode_%s", tag);
-      report (fig, ms, cpu_runs, NULL);
+      avq_bench_report_ms (fig, ms, cpu_runs, NULL);
       int same = 0;
       for (int t = 0; t < 577; t++)
         same += frame->indices[t] == cframe->indices[t];
@@ -282,7 +255,7 @@ main (int argc, char **argv)
         g_error ("cuda decode: %s", error->message);
       g_print ("{\"figure\": \"avq_cuda_vs_cpu_%s\", \"index_agreement\": %.4f, "
                "\"decode_rel_error\": %.3g}\n", tag, same / 577.0,
-               rel_error (feat, ref, nfeat));
+               avq_bench_rel_error (feat, ref, nfeat));
     }
   }
 
@@ -295,10 +268,10 @@ main (int argc, char **argv)
     if (i >= 0)
       ms[i] = (g_get_monotonic_time () - s) / 1000.0;
   }
-  report ("avq_cuda_image_features", ms, runs, "\"batch\": 1");
+  avq_bench_report_ms ("avq_cuda_image_features", ms, runs, "\"batch\": 1");
   bench_batch (gpu, "unsplit", in8, BATCH, runs, ms, TRUE, NULL, feat8);
   g_print ("{\"figure\": \"avq_cuda_batch_vs_single_unsplit\", \"features_rel_error\": %.3g}\n",
-           rel_error (feat8, feat, nfeat));
+           avq_bench_rel_error (feat8, feat, nfeat));
   {
     g_setenv ("AVQ_CUDA_GRAPHS", "0", TRUE);
     g_autoptr (AvqEngine) plain = engine (dir, NULL, AVQ_DEVICE_CUDA);
@@ -324,9 +297,9 @@ main (int argc, char **argv)
         ms[i] = (g_get_monotonic_time () - s) / 1000.0;
     }
     g_autofree char *extra = g_strdup_printf ("\"batch\": 1, \"rel_error_vs_gemm_attention\": %.3g",
-                                              rel_error (fused, feat, nfeat));
+                                              avq_bench_rel_error (fused, feat, nfeat));
     g_autofree char *figure = g_strdup_printf ("avq_cuda_image_features_%s", kernels[k]);
-    report (figure, ms, runs, extra);
+    avq_bench_report_ms (figure, ms, runs, extra);
     bench_batch (fe, kernels[k], in8, BATCH, runs, ms, TRUE, NULL, feat8);
   }
   if (cpu_runs > 0) {
@@ -337,9 +310,9 @@ main (int argc, char **argv)
         g_error ("cpu features: %s", error->message);
       ms[i] = (g_get_monotonic_time () - s) / 1000.0;
     }
-    report ("avq_cpu_image_features", ms, cpu_runs, NULL);
+    avq_bench_report_ms ("avq_cpu_image_features", ms, cpu_runs, NULL);
     g_print ("{\"figure\": \"avq_cuda_vs_cpu_unsplit\", \"features_rel_error\": %.3g}\n",
-             rel_error (feat, ref, nfeat));
+             avq_bench_rel_error (feat, ref, nfeat));
   }
   if (dir_opt == NULL) {
     g_autofree char *m = g_build_filename (dir, "model.safetensors", NULL);

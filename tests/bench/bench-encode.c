@@ -19,6 +19,7 @@
 #include "avq-safetensors.h"
 #include "avq-vision.h"
 #include "bench-vit-model.h"
+#include "bench-report.h"
 
 #define D 1024
 #define MLP 4096
@@ -37,20 +38,6 @@ print_load (const char *when)
   g_autofree char *load = NULL;
   if (g_file_get_contents ("/proc/loadavg", &load, NULL, NULL))
     g_print ("load average %s: %s", when, load);
-}
-
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return x < y ? -1 : x > y;
-}
-
-static double
-median (double *v, int n)
-{
-  qsort (v, n, sizeof (double), cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* Runs the PyTorch peer; returns its median ms or a negative value, and
@@ -181,8 +168,8 @@ main (int argc, char **argv)
         tt[r] = (t3 - t0) / 1000.0;
       }
     }
-    double me = median (te, runs), ml = median (tl, runs),
-           mq = median (tq, runs), mt = median (tt, runs);
+    double me = avq_bench_median (te, runs), ml = avq_bench_median (tl, runs),
+           mq = avq_bench_median (tq, runs), mt = avq_bench_median (tt, runs);
     double peer = no_peer ? -1 : run_peer (layer, runs, threads, &torch_version);
     if (peer > 0)
       g_print ("L=%-4d %8.1fms %8.1fms %8.1fms %8.1fms %10.1fms %8.2f\n",

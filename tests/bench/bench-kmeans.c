@@ -12,6 +12,7 @@
 #include <glib.h>
 
 #include "avq-kmeans.h"
+#include "bench-report.h"
 
 typedef struct {
   GArray *secs;
@@ -26,21 +27,7 @@ on_iter (const AvqKmeansIterStats *st, gpointer data)
            st->iteration, st->seconds, st->mse, st->rel_change, st->reseeded);
 }
 
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return (x > y) - (x < y);
-}
-
 /* Sorts v. */
-static double
-median (double *v, guint n)
-{
-  qsort (v, n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* Standard normal-ish (sum of four uniforms), from a splitmix64 stream:
  * the iteration cost does not depend on the values, only the generation
  * time of 10^8 numbers does. */
@@ -115,7 +102,7 @@ main (int argc, char **argv)
     fprintf (stderr, "%s\n", err->message);
     return 1;
   }
-  double c_med = median ((double *) t.secs->data, t.secs->len);
+  double c_med = avq_bench_median ((double *) t.secs->data, t.secs->len);
   /* The best run as well: on a shared host the median still carries other
    * jobs' load, the minimum is the closest to the code's own speed. */
   double c_min = ((double *) t.secs->data)[0];

@@ -24,6 +24,7 @@
 #include "avq-llama.h"
 #include "avq-model.h"
 #include "bench-llama-model.h"
+#include "bench-report.h"
 
 #define HIDDEN 4096
 #define FFN 11008
@@ -70,20 +71,6 @@ static GOptionEntry entries[] = {
   G_OPTION_ENTRY_NULL
 };
 
-
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return (x > y) - (x < y);
-}
-
-static double
-median (double *v, int n)
-{
-  qsort (v, n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 typedef struct {
   double prefill_ms, decode_ms;   /* medians; decode per token */
@@ -145,8 +132,8 @@ measure (const char *dir, Figures *out, GError **error)
     dc[i] = now_ms () - t0;
   }
   if (ok) {
-    out->prefill_ms = median (pf, opt_repeat);
-    out->decode_ms = opt_decode > 0 ? median (dc, opt_decode) : 0;
+    out->prefill_ms = avq_bench_median (pf, opt_repeat);
+    out->decode_ms = opt_decode > 0 ? avq_bench_median (dc, opt_decode) : 0;
   }
   g_free (pf);
   g_free (dc);
@@ -222,7 +209,7 @@ measure_batch (const char *dir, const int *sizes, int n_sizes, GError **error)
   for (int p = 0; p < n_paths && ok; p++) {
     double base = 0;
     for (int b = 0; b < n_sizes; b++) {
-      double step_ms = median (ms + ((gsize) p * n_sizes + b) * opt_batch_steps,
+      double step_ms = avq_bench_median (ms + ((gsize) p * n_sizes + b) * opt_batch_steps,
                                opt_batch_steps);
       double per_seq = step_ms / sizes[b];
       if (b == 0)
@@ -295,7 +282,7 @@ median_figures (const Figures *f, int n)
     p[i] = f[i].prefill_ms;
     d[i] = f[i].decode_ms;
   }
-  Figures m = { median (p, n), median (d, n) };
+  Figures m = { avq_bench_median (p, n), avq_bench_median (d, n) };
   return m;
 }
 

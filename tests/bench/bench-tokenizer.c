@@ -7,6 +7,7 @@
  * reported as wall and CPU time: on a shared machine the wall figure also
  * counts time spent waiting for a core. */
 #include "avq-tokenizer.h"
+#include "bench-report.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,20 +58,6 @@ cpu_us (void)
   return (double) ts.tv_sec * 1e6 + (double) ts.tv_nsec / 1e3;
 }
 
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return x < y ? -1 : x > y;
-}
-
-static double
-median (double *v, guint n)
-{
-  qsort (v, n, sizeof (double), cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 int
 main (int argc, char **argv)
 {
@@ -119,10 +106,10 @@ main (int argc, char **argv)
     g_free (back);
   }
 
-  double enc = median (enc_us, runs), dec = median (dec_us, runs);
-  double enc_c = median (enc_cpu, runs);
-  double load = median (load_us, G_N_ELEMENTS (load_us));
-  double load_c = median (load_cpu, G_N_ELEMENTS (load_cpu));
+  double enc = avq_bench_median (enc_us, runs), dec = avq_bench_median (dec_us, runs);
+  double enc_c = avq_bench_median (enc_cpu, runs);
+  double load = avq_bench_median (load_us, G_N_ELEMENTS (load_us));
+  double load_c = avq_bench_median (load_cpu, G_N_ELEMENTS (load_cpu));
   printf ("tokenizer: %s\n", model);
   printf ("load: median %.1f ms wall (min %.1f ms), %.1f ms CPU, over %u loads\n",
           load / 1000.0, load_us[0] / 1000.0, load_c / 1000.0, (guint) G_N_ELEMENTS (load_us));

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "bench-report.h"
 
 #ifndef AVQ_TEST_DATA_DIR
 #define AVQ_TEST_DATA_DIR "tests/data"
@@ -179,13 +180,6 @@ capture_frame (const char *model, const char *avq)
   return sample;
 }
 
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return (x > y) - (x < y);
-}
-
 /* Frames per second through DESC ("appsrc name=src ! ..."), counting the
  * buffers entering the element named "count". */
 static double
@@ -228,7 +222,7 @@ throughput (const char *desc, GstSample *frame, guint count, guint runs, double 
     fps[r] = out.buffers / seconds;
   }
   g_free (ring);
-  qsort (fps, runs, sizeof *fps, cmp_double);
+  avq_bench_sort (fps, runs);
   double median = runs % 2 ? fps[runs / 2] : (fps[runs / 2 - 1] + fps[runs / 2]) / 2;
   *spread = fps[runs - 1] - fps[0];
   g_free (fps);

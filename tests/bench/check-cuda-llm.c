@@ -22,21 +22,10 @@
 #include "avq-llama.h"
 #include "avq-model.h"
 #include "bench-llama-model.h"
+#include "bench-report.h"
 
 #define TOL 1e-2
 #define MARGIN 0.05
-
-static double
-rel_error (const float *a, const float *b, gsize n)
-{
-  double num = 0, den = 0;
-  for (gsize i = 0; i < n; i++) {
-    double d = (double) a[i] - b[i];
-    num += d * d;
-    den += (double) b[i] * b[i];
-  }
-  return den > 0 ? sqrt (num / den) : sqrt (num);
-}
 
 /* argmax and the gap to the runner-up */
 static int
@@ -60,7 +49,7 @@ static int failures;
 static void
 report (const char *what, const float *gpu, const float *cpu, int V, const char *extra)
 {
-  double rel = rel_error (gpu, cpu, V);
+  double rel = avq_bench_rel_error (gpu, cpu, V);
   float mg, mc;
   int tg = top (gpu, V, &mg), tc = top (cpu, V, &mc);
   gboolean same = tg == tc || mc <= MARGIN;
