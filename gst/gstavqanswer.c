@@ -41,6 +41,9 @@ enum {
   PROP_DEVICE,
   PROP_POOL,
   PROP_MAX_BATCH,
+  PROP_TEMPERATURE,
+  PROP_TOP_P,
+  PROP_SEED,
 };
 
 enum {
@@ -55,6 +58,9 @@ static guint signals[N_SIGNALS];
 #define DEFAULT_WAIT_FOR_ANSWER FALSE
 #define DEFAULT_THREADS 0
 #define DEFAULT_MAX_BATCH 8
+#define DEFAULT_TEMPERATURE 0.0f
+#define DEFAULT_TOP_P 1.0f
+#define DEFAULT_SEED 0
 
 typedef struct {
   GstBuffer *frame;     /* the asked frame (its PTS names it) */
@@ -76,6 +82,8 @@ struct _GstAvqAnswer {
   /* properties, under the object lock */
   char *model_dir, *avq_path, *question, *system_prompt;
   guint interval, max_new_tokens;
+  gfloat temperature, top_p;
+  guint seed;
   gboolean wait_for_answer;
   gint threads;
   AvqDevice device;
@@ -160,6 +168,9 @@ answer_job (GstAvqAnswer *self, Job *job)
   g_autofree char *system_prompt = NULL;
   GST_OBJECT_LOCK (self);
   options.max_new_tokens = self->max_new_tokens;
+  options.temperature = self->temperature;
+  options.top_p = self->top_p;
+  options.seed = self->seed;
   system_prompt = g_strdup (self->system_prompt);
   GST_OBJECT_UNLOCK (self);
   options.system_prompt = system_prompt;
@@ -556,6 +567,9 @@ gst_avq_answer_set_property (GObject *object, guint prop_id, const GValue *value
     case PROP_DEVICE: self->device = g_value_get_enum (value); break;
     case PROP_POOL: g_free (self->pool_name); self->pool_name = g_value_dup_string (value); break;
     case PROP_MAX_BATCH: self->max_batch = g_value_get_uint (value); break;
+    case PROP_TEMPERATURE: self->temperature = g_value_get_float (value); break;
+    case PROP_TOP_P: self->top_p = g_value_get_float (value); break;
+    case PROP_SEED: self->seed = g_value_get_uint (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -578,6 +592,9 @@ gst_avq_answer_get_property (GObject *object, guint prop_id, GValue *value, GPar
     case PROP_DEVICE: g_value_set_enum (value, self->device); break;
     case PROP_POOL: g_value_set_string (value, self->pool_name); break;
     case PROP_MAX_BATCH: g_value_set_uint (value, self->max_batch); break;
+    case PROP_TEMPERATURE: g_value_set_float (value, self->temperature); break;
+    case PROP_TOP_P: g_value_set_float (value, self->top_p); break;
+    case PROP_SEED: g_value_set_uint (value, self->seed); break;
     case PROP_STATS: {
       guint64 batches = 0, batched = 0;
       guint largest = 0;
@@ -649,6 +666,25 @@ gst_avq_answer_class_init (GstAvqAnswerClass *klass)
       g_param_spec_uint ("max-new-tokens", "Maximum new tokens",
           "Most tokens generated for one answer (generation also stops at EOS)",
           1, 4096, DEFAULT_MAX_NEW_TOKENS, rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_TEMPERATURE,
+      g_param_spec_float ("temperature", "Temperature",
+          "Sampling temperature: 0 answers greedily (the most likely token at each step), "
+          "a larger value samples each token from softmax(logits / temperature), "
+          "so that answers vary more the higher it is",
+          0.0f, 100.0f, DEFAULT_TEMPERATURE, rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_TOP_P,
+      g_param_spec_float ("top-p", "Top p",
+          "Nucleus sampling threshold: each token is sampled from the smallest set of most "
+          "likely tokens whose probability reaches top-p (1: from all of them; used only "
+          "when temperature is above 0)",
+          1e-6f, 1.0f, DEFAULT_TOP_P, rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_SEED,
+      g_param_spec_uint ("seed", "Seed",
+          "Random seed for sampling (used only when temperature is above 0): the same frame, "
+          "question and seed give the same answer. Elements sharing a pool batch together "
+          "only questions with equal temperature, top-p, seed, max-new-tokens and "
+          "system-prompt, and within a batch question i samples from seed + i",
+          0, G_MAXUINT, DEFAULT_SEED, rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_SYSTEM_PROMPT,
       g_param_spec_string ("system-prompt", "System prompt",
           "Optional text put before \"USER: <image>\\n...\" in the prompt",
@@ -738,6 +774,9 @@ gst_avq_answer_init (GstAvqAnswer *self)
   self->wait_for_answer = DEFAULT_WAIT_FOR_ANSWER;
   self->threads = DEFAULT_THREADS;
   self->max_batch = DEFAULT_MAX_BATCH;
+  self->temperature = DEFAULT_TEMPERATURE;
+  self->top_p = DEFAULT_TOP_P;
+  self->seed = DEFAULT_SEED;
   g_queue_init (&self->oneoff_questions);
   g_queue_init (&self->ready);
   g_mutex_init (&self->lock);

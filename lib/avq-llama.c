@@ -101,6 +101,11 @@ struct _AvqLlama {
   int block_rows;   /* 0: block_rows() */
   int batch_gemv_rows;   /* batched decode: fused kernels up to this many rows */
   float *last;
+  /* The last *_candidates step's logits on the CPU ([step_rows, vocab]; on
+   * CUDA the device keeps them); step_rows 0: none valid. */
+  float *step_logits;
+  gsize step_floats;
+  int step_rows;
 
   int threads;
 #if AVQ_HAVE_CUDA
@@ -849,6 +854,7 @@ avq_llama_prefill_sequence (AvqLlama *llama, int seq, const float *embeddings,
   g_return_val_if_fail (n <= 0 || embeddings != NULL, FALSE);
   if (!check_sequence (llama, seq, "LLaMA prefill", error))
     return FALSE;
+  llama->step_rows = 0;
   if (n <= 0) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
                  "LLaMA prefill needs at least one position (got %d)", n);
@@ -896,11 +902,89 @@ avq_llama_prefill (AvqLlama *llama, const float *embeddings, int n,
   return avq_llama_prefill_sequence (llama, 0, embeddings, n, logits, error);
 }
 
-gboolean
-avq_llama_decode (AvqLlama *llama, int token, float *logits, GError **error)
+/* Where a step's results go: the caller's logits, or candidates (made
+ * on the device on CUDA, from the logits kept in step_logits on the CPU). */
+typedef struct {
+  float *logits;
+  int k;   /* > 0: candidates into out */
+  float temperature;
+  AvqTokenCandidates *out;
+} StepOutput;
+
+static float *
+step_buffer (AvqLlama *llama, int rows)
 {
-  g_return_val_if_fail (llama != NULL, FALSE);
-  g_return_val_if_fail (logits != NULL, FALSE);
+  gsize need = (gsize) rows * llama->vocab;
+  if (need > llama->step_floats) {
+    g_free (llama->step_logits);
+    llama->step_logits = g_new (float, need);
+    llama->step_floats = need;
+  }
+  return llama->step_logits;
+}
+
+/* k as the candidate calls clamp it (avq-llama.h). */
+static int
+candidate_count (const AvqLlama *llama, int k, const AvqTokenCandidates *out, int n)
+{
+  k = MIN (MIN (k, AVQ_SAMPLING_CANDIDATES), llama->vocab);
+  for (int i = 0; i < n; i++)
+    k = MIN (k, out[i].capacity);
+  return k;
+}
+
+#if AVQ_HAVE_CUDA
+static gboolean
+cuda_step (AvqLlama *llama, int n, const int *seqs, const int *tokens,
+           const int *pos, const StepOutput *o, GError **error)
+{
+  if (o->k <= 0)
+    return avq_cuda_llama_decode_batch (llama->cuda, n, seqs, tokens, pos, o->logits,
+                                        NULL, error);
+  const int k = o->k;
+  g_autofree float *cand = g_new (float, (gsize) n * k), *stats = g_new (float, 2 * n);
+  g_autofree int *ids = g_new (int, (gsize) n * k);
+  if (!avq_cuda_llama_decode_batch_candidates (llama->cuda, n, seqs, tokens, pos, k,
+                                               o->temperature, cand, ids, stats,
+                                               error))
+    return FALSE;
+  for (int i = 0; i < n; i++) {
+    AvqTokenCandidates *c = &o->out[i];
+    memcpy (c->logit, cand + (gsize) i * k, sizeof (float) * k);
+    memcpy (c->id, ids + (gsize) i * k, sizeof (int) * k);
+    c->n = k;
+    c->complete = k == llama->vocab;
+    c->max = stats[2 * i];
+    c->sum = stats[2 * i + 1];
+  }
+  llama->step_rows = n;
+  return TRUE;
+}
+#endif
+
+/* The CPU's step results: logits to the caller, or candidates from the
+ * logits kept for avq_llama_step_logits. */
+static float *
+cpu_step_logits (AvqLlama *llama, int n, const StepOutput *o)
+{
+  return o->k > 0 ? step_buffer (llama, n) : o->logits;
+}
+
+static void
+cpu_step_done (AvqLlama *llama, int n, const StepOutput *o)
+{
+  if (o->k <= 0)
+    return;
+  for (int i = 0; i < n; i++)
+    avq_token_candidates_from_logits (llama->step_logits + (gsize) i * llama->vocab,
+                                      llama->vocab, o->k, o->temperature, &o->out[i]);
+  llama->step_rows = n;
+}
+
+static gboolean
+decode_one (AvqLlama *llama, int token, const StepOutput *o, GError **error)
+{
+  llama->step_rows = 0;
   if (llama->n_past[0] >= llama->max_ctx) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
                  "LLaMA context full: %d positions", llama->max_ctx);
@@ -914,8 +998,8 @@ avq_llama_decode (AvqLlama *llama, int token, float *logits, GError **error)
                    token, llama->vocab, llama->embed.name);
       return FALSE;
     }
-    if (!avq_cuda_llama_decode (llama->cuda, token, llama->n_past[0], logits, NULL,
-                                error))
+    const int seq = 0;
+    if (!cuda_step (llama, 1, &seq, &token, &llama->n_past[0], o, error))
       return FALSE;
     llama->n_past[0]++;
     return TRUE;
@@ -927,16 +1011,35 @@ avq_llama_decode (AvqLlama *llama, int token, float *logits, GError **error)
     return FALSE;
   forward (llama, &rows, OUTPUT_LAST);
   llama->n_past[0]++;
-  final_logits (llama, llama->x, 1, logits, GEMV_MAX_ROWS);
+  final_logits (llama, llama->x, 1, cpu_step_logits (llama, 1, o), GEMV_MAX_ROWS);
+  cpu_step_done (llama, 1, o);
   return TRUE;
 }
 
 gboolean
-avq_llama_decode_batch (AvqLlama *llama, const int *seqs, const int *tokens,
-                        int n, float *logits, GError **error)
+avq_llama_decode (AvqLlama *llama, int token, float *logits, GError **error)
 {
   g_return_val_if_fail (llama != NULL, FALSE);
-  g_return_val_if_fail (n <= 0 || (seqs != NULL && tokens != NULL), FALSE);
+  g_return_val_if_fail (logits != NULL, FALSE);
+  const StepOutput o = { .logits = logits };
+  return decode_one (llama, token, &o, error);
+}
+
+gboolean
+avq_llama_decode_candidates (AvqLlama *llama, int token, int k, float temperature,
+                             AvqTokenCandidates *out, GError **error)
+{
+  g_return_val_if_fail (llama != NULL && out != NULL && k >= 1, FALSE);
+  const StepOutput o = { .k = candidate_count (llama, k, out, 1),
+                         .temperature = temperature, .out = out };
+  return decode_one (llama, token, &o, error);
+}
+
+static gboolean
+decode_batch (AvqLlama *llama, const int *seqs, const int *tokens, int n,
+              const StepOutput *o, GError **error)
+{
+  llama->step_rows = 0;
   if (n <= 0) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
                  "LLaMA batch decode needs at least one sequence (got %d)", n);
@@ -976,8 +1079,7 @@ avq_llama_decode_batch (AvqLlama *llama, const int *seqs, const int *tokens,
     pos[i] = llama->n_past[seqs[i]];
 #if AVQ_HAVE_CUDA
   if (llama->cuda != NULL) {
-    if (!avq_cuda_llama_decode_batch (llama->cuda, n, seqs, tokens, pos, logits, NULL,
-                                      error))
+    if (!cuda_step (llama, n, seqs, tokens, pos, o, error))
       return FALSE;
     for (int i = 0; i < n; i++)
       llama->n_past[seqs[i]]++;
@@ -991,8 +1093,54 @@ avq_llama_decode_batch (AvqLlama *llama, const int *seqs, const int *tokens,
   forward (llama, &rows, OUTPUT_ALL);
   for (int i = 0; i < n; i++)
     llama->n_past[seqs[i]]++;
+  float *logits = cpu_step_logits (llama, n, o);
   if (logits != NULL)
     final_logits (llama, llama->x, n, logits, llama->batch_gemv_rows);
+  cpu_step_done (llama, n, o);
+  return TRUE;
+}
+
+gboolean
+avq_llama_decode_batch (AvqLlama *llama, const int *seqs, const int *tokens,
+                        int n, float *logits, GError **error)
+{
+  g_return_val_if_fail (llama != NULL, FALSE);
+  g_return_val_if_fail (n <= 0 || (seqs != NULL && tokens != NULL), FALSE);
+  const StepOutput o = { .logits = logits };
+  return decode_batch (llama, seqs, tokens, n, &o, error);
+}
+
+gboolean
+avq_llama_decode_batch_candidates (AvqLlama *llama, const int *seqs,
+                                   const int *tokens, int n, int k,
+                                   float temperature, AvqTokenCandidates *out,
+                                   GError **error)
+{
+  g_return_val_if_fail (llama != NULL, FALSE);
+  g_return_val_if_fail (n <= 0 || (seqs != NULL && tokens != NULL && out != NULL), FALSE);
+  g_return_val_if_fail (k >= 1, FALSE);
+  const StepOutput o = { .k = n > 0 ? candidate_count (llama, k, out, n) : 1,
+                         .temperature = temperature, .out = out };
+  return decode_batch (llama, seqs, tokens, n, &o, error);
+}
+
+gboolean
+avq_llama_step_logits (AvqLlama *llama, int row, float *logits, GError **error)
+{
+  g_return_val_if_fail (llama != NULL && logits != NULL, FALSE);
+  if (row < 0 || row >= llama->step_rows) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "LLaMA step logits: row %d of a step of %d (none is kept after a "
+                 "prefill, a plain decode or a change of the decoder)", row,
+                 llama->step_rows);
+    return FALSE;
+  }
+#if AVQ_HAVE_CUDA
+  if (llama->cuda != NULL)
+    return avq_cuda_llama_step_logits (llama->cuda, row, logits, error);
+#endif
+  memcpy (logits, llama->step_logits + (gsize) row * llama->vocab,
+          sizeof (float) * llama->vocab);
   return TRUE;
 }
 
@@ -1105,6 +1253,7 @@ gboolean
 avq_llama_reserve (AvqLlama *llama, int max_context, GError **error)
 {
   g_return_val_if_fail (llama != NULL, FALSE);
+  llama->step_rows = 0;
   if (max_context <= llama->max_ctx)
     return TRUE;
   if (llama->cfg.max_position_embeddings > 0 &&
@@ -1181,6 +1330,7 @@ gboolean
 avq_llama_set_sequences (AvqLlama *llama, int n_sequences, GError **error)
 {
   g_return_val_if_fail (llama != NULL, FALSE);
+  llama->step_rows = 0;
   if (n_sequences < 1) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
                  "a decoder needs at least one sequence (got %d)", n_sequences);
@@ -1407,6 +1557,7 @@ avq_llama_free (AvqLlama *llama)
   g_free (llama->scores);
   g_free (llama->wbuf);
   g_free (llama->last);
+  g_free (llama->step_logits);
   g_mutex_clear (&llama->lock);
   g_cond_clear (&llama->done);
   g_free (llama);
@@ -1661,6 +1812,7 @@ gboolean
 avq_llama_use_cuda (AvqLlama *llama, GError **error)
 {
   g_return_val_if_fail (llama != NULL, FALSE);
+  llama->step_rows = 0;
 #if AVQ_HAVE_CUDA
   if (llama->cuda != NULL)
     return TRUE;

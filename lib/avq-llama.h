@@ -11,6 +11,7 @@
 #pragma once
 #include <glib.h>
 #include "avq-model.h"
+#include "avq-sampling.h"
 
 G_BEGIN_DECLS
 
@@ -105,6 +106,32 @@ gboolean avq_llama_prefill_sequence (AvqLlama *llama, int seq,
 gboolean avq_llama_decode_batch (AvqLlama *llama, const int *seqs,
                                  const int *tokens, int n, float *logits,
                                  GError **error);
+
+/* ---- sampling candidates instead of logits ----
+ *
+ * avq_llama_decode and avq_llama_decode_batch, handing back each row's
+ * sampling candidates (avq-sampling.h) instead of its logits: its first
+ * min(k, out[i].capacity, vocab) tokens and the row's softmax sum at
+ * `temperature` (0 for greedy: k = 1 is then the argmax). On CUDA they are
+ * computed on the device, so that a step copies a few KiB back instead of
+ * vocab floats a row; on the CPU they come from the logits. When the
+ * candidates cannot decide, avq_llama_step_logits gives the step's whole
+ * row. Same checks and errors as the plain calls. */
+gboolean avq_llama_decode_candidates (AvqLlama *llama, int token, int k,
+                                      float temperature,
+                                      AvqTokenCandidates *out, GError **error);
+gboolean avq_llama_decode_batch_candidates (AvqLlama *llama, const int *seqs,
+                                            const int *tokens, int n, int k,
+                                            float temperature,
+                                            AvqTokenCandidates *out,
+                                            GError **error);
+
+/* Row `row` of the logits of the last *_candidates step (vocab floats);
+ * valid until the decoder's next prefill, decode, reserve or change of
+ * sequences or device, an AVQ_ERROR_INVALID_ARGUMENT afterwards or for a
+ * row the step did not have. */
+gboolean avq_llama_step_logits (AvqLlama *llama, int row, float *logits,
+                                GError **error);
 
 /* Merges the LoRA adapters of an AVQ file (tensors lora.<base>.lora_A
  * [r, in] and lora.<base>.lora_B [out, r], metadata lora.alpha and

@@ -1,6 +1,7 @@
 /* LLaVA prompt assembly and generation: see avq-llava.h. */
 #include "avq-llava.h"
 #include "avq-error.h"
+#include "avq-logit-order.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -21,9 +22,14 @@ int
 avq_logits_argmax (const float *logits, int n)
 {
   int best = 0;
-  for (int i = 1; i < n; i++)
-    if (logits[i] > logits[best])   /* strict: the lowest id wins a tie */
+  guint32 best_key = n > 0 ? avq_logit_order_key (logits[0]) : 0;
+  for (int i = 1; i < n; i++) {
+    guint32 key = avq_logit_order_key (logits[i]);
+    if (key > best_key) {   /* strict: the lowest id wins a tie */
       best = i;
+      best_key = key;
+    }
+  }
   return best;
 }
 
@@ -136,52 +142,6 @@ avq_llava_prefill (AvqLlama *llama, const int *prompt_ids, int n_ids,
                          0, logits, NULL, error);
 }
 
-typedef struct {
-  float p;
-  int id;
-} Candidate;
-
-static int
-candidate_cmp (const void *a, const void *b)
-{
-  const Candidate *x = a, *y = b;
-  if (x->p != y->p)
-    return x->p > y->p ? -1 : 1;
-  return x->id - y->id;
-}
-
-/* Nucleus sampling; `cand` has room for n entries. */
-static int
-sample_token (const float *logits, int n, float temperature, float top_p,
-              GRand *rng, Candidate *cand)
-{
-  float m = logits[avq_logits_argmax (logits, n)];
-  double sum = 0;
-  for (int i = 0; i < n; i++) {
-    cand[i].id = i;
-    cand[i].p = expf ((logits[i] - m) / temperature);
-    sum += cand[i].p;
-  }
-  int keep = n;
-  if (top_p < 1.0f) {
-    qsort (cand, n, sizeof *cand, candidate_cmp);
-    double cum = 0, limit = (double) top_p * sum;
-    for (keep = 0; keep < n;) {
-      cum += cand[keep++].p;
-      if (cum >= limit)
-        break;
-    }
-    sum = cum;
-  }
-  double r = g_rand_double (rng) * sum, acc = 0;
-  for (int i = 0; i < keep; i++) {
-    acc += cand[i].p;
-    if (r < acc)
-      return cand[i].id;
-  }
-  return cand[keep - 1].id;   /* rounding left r just above the total */
-}
-
 /* `*options`, or the defaults when NULL, checked. */
 static gboolean
 options_or_defaults (const AvqGenerateOptions **options, AvqGenerateOptions *defaults,
@@ -196,6 +156,65 @@ options_or_defaults (const AvqGenerateOptions **options, AvqGenerateOptions *def
                  "top_p must be > 0 (got %g)", (*options)->top_p);
     return FALSE;
   }
+  return TRUE;
+}
+
+/* How one request chooses its tokens (avq-sampling.h): the rule, its own
+ * random stream (NULL when greedy) and the candidate storage of its steps. */
+typedef struct {
+  AvqSamplingRule rule;
+  GRand *rng;
+  int k;   /* candidates a step asks for: 1 greedy */
+} Chooser;
+
+static void
+chooser_init (Chooser *ch, const AvqGenerateOptions *options, guint32 seed)
+{
+  ch->rule.temperature = options->temperature;
+  ch->rule.top_p = MIN (options->top_p, 1.0f);
+  ch->rng = options->temperature > 0 ? g_rand_new_with_seed (seed) : NULL;
+  ch->k = ch->rng ? AVQ_SAMPLING_CANDIDATES : 1;
+}
+
+static void
+chooser_clear (Chooser *ch)
+{
+  if (ch->rng != NULL)
+    g_rand_free (ch->rng);
+  ch->rng = NULL;
+}
+
+/* One draw per token chosen, whichever way it is decided. */
+static double
+chooser_draw (Chooser *ch)
+{
+  return ch->rng ? g_rand_double (ch->rng) : 0.0;
+}
+
+/* The token from a whole row of logits (after a prefill). */
+static int
+choose_from_logits (Chooser *ch, const float *logits, int vocab)
+{
+  return avq_sample_logits (&ch->rule, logits, vocab, chooser_draw (ch));
+}
+
+/* The token from row `row` of the last candidates step: its candidates,
+ * or, when they cannot decide, its whole row fetched from the decoder
+ * into `scratch` (vocab floats; counted in *fetched). */
+static gboolean
+choose_from_step (Chooser *ch, AvqLlama *llama, const AvqTokenCandidates *c,
+                  int row, float *scratch, int *fetched, int *token,
+                  GError **error)
+{
+  const double r = chooser_draw (ch);
+  int tok = avq_sample_candidates (&ch->rule, c, r);
+  if (tok < 0) {
+    if (!avq_llama_step_logits (llama, row, scratch, error))
+      return FALSE;
+    tok = avq_sample_logits (&ch->rule, scratch, avq_llama_vocab_size (llama), r);
+    (*fetched)++;
+  }
+  *token = tok;
   return TRUE;
 }
 
@@ -224,18 +243,13 @@ avq_llava_generate (AvqLlama *llama, const int *prompt_ids, int n_ids,
   gint64 t1 = g_get_monotonic_time ();
   st.prefill_ms = (t1 - t0) / 1000.0;
 
-  g_autoptr (GRand) rng = NULL;
-  g_autofree Candidate *cand = NULL;
-  if (options->temperature > 0) {
-    rng = g_rand_new_with_seed (options->seed);
-    cand = g_new (Candidate, V);
-  }
-
+  Chooser ch;
+  chooser_init (&ch, options, options->seed);
+  AvqTokenCandidates cand;
+  avq_token_candidates_init (&cand, ch.k);
   gboolean ok = TRUE;
+  int tok = max_new > 0 ? choose_from_logits (&ch, logits, V) : eos;
   while (st.generated < max_new) {
-    int tok = rng ? sample_token (logits, V, options->temperature,
-                                  MIN (options->top_p, 1.0f), rng, cand)
-        : avq_logits_argmax (logits, V);
     if (tok == eos) {
       st.hit_eos = TRUE;
       if (options->on_token)
@@ -248,11 +262,16 @@ avq_llava_generate (AvqLlama *llama, const int *prompt_ids, int n_ids,
       break;
     if (st.generated == max_new)
       break;   /* the last token's own logits are never needed */
-    if (!avq_llama_decode (llama, tok, logits, error)) {
+    if (!avq_llama_decode_candidates (llama, tok, ch.k, ch.rule.temperature, &cand,
+                                      error) ||
+        !choose_from_step (&ch, llama, &cand, 0, logits, &st.rows_fetched, &tok,
+                           error)) {
       ok = FALSE;
       break;
     }
   }
+  avq_token_candidates_clear (&cand);
+  chooser_clear (&ch);
   st.decode_ms = (g_get_monotonic_time () - t1) / 1000.0;
   if (stats)
     *stats = st;
@@ -281,14 +300,19 @@ avq_llava_generate_batch (AvqLlama *llama, const AvqLlavaRequest *requests, int 
   int eos = options->eos_token_id >= 0 ? options->eos_token_id
       : avq_llama_get_config (llama)->eos_token_id;
   int max_new = MAX (options->max_new_tokens, 0);
-  gboolean ok = FALSE;
+  gboolean ok = FALSE, prefilled = FALSE;
   float **emb = g_new0 (float *, n);
   g_autofree AvqGenerateStats *st = g_new0 (AvqGenerateStats, n);
-  g_autofree float *logits = NULL, *step_logits = NULL;
+  g_autofree float *logits = g_new (float, V);
   g_autofree gboolean *active = g_new0 (gboolean, n);
-  g_autofree int *seqs = g_new (int, n), *toks = g_new (int, n);
-  g_autofree Candidate *cand = NULL;
-  GRand **rng = NULL;
+  g_autofree int *seqs = g_new (int, n), *toks = g_new (int, n), *next = g_new (int, n);
+  Chooser *ch = g_new0 (Chooser, n);
+  AvqTokenCandidates *cand = g_new0 (AvqTokenCandidates, n);
+  /* request i samples from seed + i */
+  for (int i = 0; i < n; i++) {
+    chooser_init (&ch[i], options, options->seed + (guint32) i);
+    avq_token_candidates_init (&cand[i], ch[i].k);
+  }
 
   /* every prompt is checked (embedded) before any sequence changes */
   int longest = 0;
@@ -307,27 +331,22 @@ avq_llava_generate_batch (AvqLlama *llama, const AvqLlavaRequest *requests, int 
   if (!avq_llama_reserve (llama, longest + max_new, error))
     goto out;
 
-  logits = g_new (float, (gsize) n * V);
   for (int i = 0; i < n; i++) {
     gint64 t0 = g_get_monotonic_time ();
     avq_llama_reset_sequence (llama, i);
     if (!avq_llama_prefill_sequence (llama, i, emb[i], st[i].prompt_positions,
-                                     logits + (gsize) i * V, error)) {
+                                     logits, error)) {
       g_prefix_error (error, "request %d: ", i);
       goto out;
     }
     st[i].prefill_ms = (g_get_monotonic_time () - t0) / 1000.0;
     g_clear_pointer (&emb[i], g_free);
     active[i] = max_new > 0;
+    if (active[i])
+      next[i] = choose_from_logits (&ch[i], logits, V);
   }
+  prefilled = TRUE;
 
-  if (options->temperature > 0) {
-    rng = g_new0 (GRand *, n);
-    for (int i = 0; i < n; i++)
-      rng[i] = g_rand_new_with_seed (options->seed + (guint32) i);
-    cand = g_new (Candidate, V);
-  }
-  step_logits = g_new (float, (gsize) n * V);
   gint64 t_decode = g_get_monotonic_time ();
   ok = TRUE;
   for (;;) {
@@ -336,10 +355,7 @@ avq_llava_generate_batch (AvqLlama *llama, const AvqLlavaRequest *requests, int 
     for (int i = 0; i < n; i++) {
       if (!active[i])
         continue;
-      const float *li = logits + (gsize) i * V;
-      int tok = rng ? sample_token (li, V, options->temperature,
-                                    MIN (options->top_p, 1.0f), rng[i], cand)
-          : avq_logits_argmax (li, V);
+      const int tok = next[i];
       if (tok == eos) {
         st[i].hit_eos = TRUE;
         active[i] = FALSE;
@@ -358,25 +374,36 @@ avq_llava_generate_batch (AvqLlama *llama, const AvqLlavaRequest *requests, int 
     }
     if (m == 0)
       break;
-    if (!avq_llama_decode_batch (llama, seqs, toks, m, step_logits, error)) {
+    /* Every row asks for the same k (the options are shared); each row's
+     * candidates land in its request's storage. */
+    g_autofree AvqTokenCandidates *step = g_new (AvqTokenCandidates, m);
+    for (int j = 0; j < m; j++)
+      step[j] = cand[seqs[j]];
+    if (!avq_llama_decode_batch_candidates (llama, seqs, toks, m, ch[0].k,
+                                            ch[0].rule.temperature, step, error)) {
       ok = FALSE;
       break;
     }
-    for (int j = 0; j < m; j++)
-      memcpy (logits + (gsize) seqs[j] * V, step_logits + (gsize) j * V,
-              V * sizeof (float));
+    for (int j = 0; j < m && ok; j++) {
+      const int i = seqs[j];
+      cand[i] = step[j];
+      ok = choose_from_step (&ch[i], llama, &cand[i], j, logits,
+                             &st[i].rows_fetched, &next[i], error);
+    }
+    if (!ok)
+      break;
   }
-  if (stats != NULL && step_logits != NULL)   /* every prompt ran */
+  if (stats != NULL && prefilled)   /* every prompt ran */
     memcpy (stats, st, n * sizeof *stats);
 
 out:
-  for (int i = 0; i < n; i++)
+  for (int i = 0; i < n; i++) {
     g_free (emb[i]);
-  g_free (emb);
-  if (rng != NULL) {
-    for (int i = 0; i < n; i++)
-      g_rand_free (rng[i]);
-    g_free (rng);
+    chooser_clear (&ch[i]);
+    avq_token_candidates_clear (&cand[i]);
   }
+  g_free (emb);
+  g_free (ch);
+  g_free (cand);
   return ok;
 }

@@ -23,7 +23,8 @@ typedef struct {
   int max_new_tokens;     /* default 64 */
   /* temperature <= 0: greedy (argmax, lowest id on ties). Otherwise sample
    * from softmax(logits / temperature) restricted to the smallest set of
-   * most likely tokens whose probability reaches top_p. */
+   * most likely tokens whose probability reaches top_p (the exact rule and
+   * how the device's candidates serve it: avq-sampling.h). */
   float temperature;      /* default 0 */
   float top_p;            /* default 1 */
   guint32 seed;           /* for sampling; same seed, same tokens */
@@ -36,6 +37,9 @@ typedef struct {
   int prompt_positions;   /* after image expansion */
   int generated;          /* tokens in out_ids */
   gboolean hit_eos;
+  /* decode steps whose sampling candidates could not decide, so that the
+   * whole row of logits was fetched (avq-sampling.h); 0 when greedy */
+  int rows_fetched;
   double prefill_ms, decode_ms;
 } AvqGenerateStats;
 
@@ -91,7 +95,8 @@ gboolean avq_llava_generate_batch (AvqLlama *llama,
                                    GArray **out_ids, AvqGenerateStats *stats,
                                    GError **error);
 
-/* argmax with the lowest id on ties (what greedy generation picks). */
+/* argmax with the lowest id on ties, NaN below every number (what greedy
+ * generation picks: avq-logit-order.h). */
 int avq_logits_argmax (const float *logits, int n);
 
 G_END_DECLS

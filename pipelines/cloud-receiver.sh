@@ -28,6 +28,11 @@
 #   --interval N       ask about every Nth frame (25); while the model is
 #                      busy only the newest such frame waits
 #   --max-new-tokens N longest answer in tokens (64)
+#   --temperature T    sample answers at temperature T, 0..100 (0: greedy,
+#                      the default)
+#   --top-p P          nucleus sampling threshold, above 0 and up to 1 (1)
+#   --seed S           sampling seed, 0..4294967295 (0): the same frame,
+#                      question and seed give the same answer
 #   --wait-for-answer  hold each asked frame until answered (files, tests)
 #   --threads N        model compute threads (0: automatic)
 #   --latency MS       rtpjitterbuffer latency (200)
@@ -43,6 +48,7 @@ set -euo pipefail
 host=0.0.0.0 port=5000 model=$avq_default_model avq=$avq_default_avq sdp="" pt=96
 question="What is in the picture?" interval=25 max_tokens=64 wait=0 threads=""
 latency=200 frames=0 idle=0 dry=0 cameras=1 pool="" max_batch=8
+temperature="" top_p="" seed=""
 usage () { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 need () { [ $# -ge 2 ] || avq_die "$1 needs a value"; }
 while [ $# -gt 0 ]; do
@@ -59,6 +65,9 @@ while [ $# -gt 0 ]; do
     --question) need "$@"; question=$2; shift 2 ;;
     --interval) need "$@"; interval=$2; shift 2 ;;
     --max-new-tokens) need "$@"; max_tokens=$2; shift 2 ;;
+    --temperature) need "$@"; temperature=$2; shift 2 ;;
+    --top-p) need "$@"; top_p=$2; shift 2 ;;
+    --seed) need "$@"; seed=$2; shift 2 ;;
     --wait-for-answer) wait=1; shift ;;
     --threads) need "$@"; threads=$2; shift 2 ;;
     --latency) need "$@"; latency=$2; shift 2 ;;
@@ -70,9 +79,18 @@ while [ $# -gt 0 ]; do
   esac
 done
 for o in port:$port pt:$pt interval:$interval max-new-tokens:$max_tokens \
-         cameras:$cameras max-batch:$max_batch latency:$latency frames:$frames idle:$idle ${threads:+threads:$threads}; do
+         cameras:$cameras max-batch:$max_batch latency:$latency frames:$frames idle:$idle ${threads:+threads:$threads} \
+         ${temperature:+temperature:$temperature} ${top_p:+top-p:$top_p}; do
   avq_num "--${o%%:*}" "${o#*:}"
 done
+in_range () { awk -v v="$1" -v lo="$2" -v hi="$3" -v open="$4" \
+  'BEGIN { exit !((open ? v + 0 > lo + 0 : v + 0 >= lo + 0) && v + 0 <= hi + 0) }'; }
+[ -z "$temperature" ] || in_range "$temperature" 0 100 0 || avq_die "--temperature must be 0..100"
+[ -z "$top_p" ] || in_range "$top_p" 0 1 1 || avq_die "--top-p must be above 0 and at most 1"
+if [ -n "$seed" ]; then
+  case $seed in *[!0-9]*|???????????*) avq_die "--seed needs a whole number 0..4294967295, not '$seed'" ;; esac
+  [ $((10#$seed)) -le 4294967295 ] || avq_die "--seed must be at most 4294967295"
+fi
 
 if [ -n "$sdp" ]; then
   # The SDP gives the port (m=), payload type (a=rtpmap), the stream
@@ -118,6 +136,9 @@ fi
 case $pool in *[!A-Za-z0-9_-]*) avq_die "--pool takes letters, digits, '-' and '_'" ;; esac
 answer=(avqanswer "model=$model" "avq=$avq" "question=$question" "interval=$interval"
         "max-new-tokens=$max_tokens")
+[ -z "$temperature" ] || answer+=("temperature=$temperature")
+[ -z "$top_p" ] || answer+=("top-p=$top_p")
+[ -z "$seed" ] || answer+=("seed=$((10#$seed))")
 [ -z "$pool" ] || answer+=("pool=$pool" "max-batch=$max_batch")
 [ "$wait" = 0 ] || answer+=(wait-for-answer=true)
 [ -z "$threads" ] || answer+=("threads=$threads")

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <glib.h>
 #include "avq-safetensors.h"
+#include "avq-sampling.h"
 #include "cuda/avq-cuda-llama-kernels.h"
 #include "cuda-emu.h"
 
@@ -220,6 +221,32 @@ avq_cuk_argmax (cudaStream_t stream, const float *x, int rows, int n,
         best = k;
     out[r] = best;
   }
+  return cudaSuccess;
+}
+
+/* The host's candidates (avq-sampling.c), row by row. */
+cudaError_t
+avq_cuk_top_candidates (cudaStream_t stream, const float *x, int rows, int n,
+                        size_t ld, int k, const float *temperature,
+                        float *cand_logit, int32_t *cand_id, float *stats)
+{
+  AVQ_EMU_DEFER (stream, avq_cuk_top_candidates (stream, x, rows, n, ld, k, temperature, cand_logit, cand_id, stats));
+  if (rows <= 0 || n <= 0 || ld < (size_t) n || k < 1 || k > AVQ_CUK_TOP_MAX ||
+      temperature == NULL)
+    return cudaErrorInvalidValue;
+  AvqTokenCandidates c;
+  avq_token_candidates_init (&c, k);
+  /* Read when the launch runs, as the kernel reads device memory. */
+  const float T = *temperature;
+  for (int r = 0; r < rows; r++) {
+    avq_token_candidates_from_logits (x + (gsize) r * ld, n, k, T, &c);
+    memcpy (cand_logit + (gsize) r * k, c.logit, sizeof (float) * c.n);
+    for (int j = 0; j < c.n; j++)
+      cand_id[(gsize) r * k + j] = c.id[j];
+    stats[2 * (gsize) r] = c.max;
+    stats[2 * (gsize) r + 1] = (float) c.sum;
+  }
+  avq_token_candidates_clear (&c);
   return cudaSuccess;
 }
 

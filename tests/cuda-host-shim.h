@@ -10,6 +10,7 @@
 // This checks the kernels' arithmetic, indexing, reductions and tie rules;
 // not what only hardware shows (memory model, occupancy, real fp16 units).
 #pragma once
+#include <atomic>
 #include <barrier>
 #include <cstdint>
 #include <cstring>
@@ -72,47 +73,90 @@ struct Warp {
 inline Warp *warps;
 inline std::barrier<> *block_bar;
 
+// Every lane of the warp offers v; each gets the value of lane `src`, or
+// keeps its own when src is outside the warp (as the hardware shuffles do
+// for down/up past the ends).
 template <class T>
 T
-shfl_down (T v, int off)
+warp_exchange (T v, int src)
 {
   static_assert (sizeof (T) <= sizeof (unsigned long long), "shuffle width");
   Warp &w = warps[warp];
   std::memcpy (&w.slot[lane], &v, sizeof v);
   w.bar->arrive_and_wait ();
   T r = v;
-  if (lane + off < 32)
-    std::memcpy (&r, &w.slot[lane + off], sizeof r);
+  if (src >= 0 && src < 32)
+    std::memcpy (&r, &w.slot[src], sizeof r);
   w.bar->arrive_and_wait ();
   return r;
+}
+
+template <class T>
+T
+shfl_down (T v, int off)
+{
+  return warp_exchange (v, lane + off);
 }
 
 template <class T>
 T
 shfl_idx (T v, int src)
 {
-  static_assert (sizeof (T) <= sizeof (unsigned long long), "shuffle width");
-  Warp &w = warps[warp];
-  std::memcpy (&w.slot[lane], &v, sizeof v);
-  w.bar->arrive_and_wait ();
-  T r;
-  std::memcpy (&r, &w.slot[src & 31], sizeof r);
-  w.bar->arrive_and_wait ();
-  return r;
+  return warp_exchange (v, src & 31);
 }
 
 template <class T>
 T
 shfl_xor (T v, int mask)
 {
-  static_assert (sizeof (T) <= sizeof (unsigned long long), "shuffle width");
+  return warp_exchange (v, (lane ^ mask) & 31);
+}
+
+template <class T>
+T
+shfl_up (T v, int off)
+{
+  return warp_exchange (v, lane - off);
+}
+
+// The lanes of the current warp (the last warp of a block may be short).
+inline int
+warp_lanes ()
+{
+  const int left = (int) block_dim.x - 32 * warp;
+  return left < 32 ? left : 32;
+}
+
+// The lanes whose v equals this lane's.
+template <class T>
+unsigned
+match_any (T v)
+{
+  static_assert (sizeof (T) <= sizeof (unsigned long long), "match width");
   Warp &w = warps[warp];
+  w.slot[lane] = 0;
   std::memcpy (&w.slot[lane], &v, sizeof v);
   w.bar->arrive_and_wait ();
-  T r;
-  std::memcpy (&r, &w.slot[(lane ^ mask) & 31], sizeof r);
+  unsigned m = 0;
+  for (int l = 0; l < warp_lanes (); l++)
+    if (w.slot[l] == w.slot[lane])
+      m |= 1u << l;
   w.bar->arrive_and_wait ();
-  return r;
+  return m;
+}
+
+inline unsigned
+ballot (bool p)
+{
+  Warp &w = warps[warp];
+  w.slot[lane] = p;
+  w.bar->arrive_and_wait ();
+  unsigned m = 0;
+  for (int l = 0; l < warp_lanes (); l++)
+    if (w.slot[l])
+      m |= 1u << l;
+  w.bar->arrive_and_wait ();
+  return m;
 }
 
 inline Dim
@@ -202,6 +246,42 @@ launch (void (*kernel) (P...), Dim grid, unsigned block)
 #define __shfl_sync(mask, v, src) avq_emu::shfl_idx ((v), (src))
 #define __shfl_xor_sync(mask, v, m) avq_emu::shfl_xor ((v), (m))
 #define __syncwarp() avq_emu::warps[avq_emu::warp].bar->arrive_and_wait ()
+#define __shfl_up_sync(mask, v, off) avq_emu::shfl_up ((v), (off))
+#define __match_any_sync(mask, v) avq_emu::match_any ((v))
+#define __ballot_sync(mask, p) avq_emu::ballot ((p))
+
+static inline int
+__popc (unsigned v)
+{
+  return __builtin_popcount (v);
+}
+
+static inline int
+__popcll (unsigned long long v)
+{
+  return __builtin_popcountll (v);
+}
+
+static inline int
+__ffs (int v)
+{
+  return __builtin_ffs (v);
+}
+
+static inline int
+__clz (int v)
+{
+  return v == 0 ? 32 : __builtin_clz ((unsigned) v);
+}
+
+// Shared and global atomics between the block's threads (the old value, as
+// CUDA's).
+template <class T>
+static inline T
+atomicAdd (T *p, T v)
+{
+  return std::atomic_ref<T> (*p).fetch_add (v);
+}
 #define AVQ_LAUNCH(kernel, grid, block, stream) \
   ((void) (stream), avq_emu::launch ((kernel), avq_emu::to_dim (grid), (unsigned) (block)))
 

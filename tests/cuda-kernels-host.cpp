@@ -27,6 +27,7 @@
 #define avq_cuk_causal_softmax kern_causal_softmax
 #define avq_cuk_decode_attention kern_decode_attention
 #define avq_cuk_argmax kern_argmax
+#define avq_cuk_top_candidates kern_top_candidates
 #define avq_cuk_fill_random kern_fill_random
 
 #include "../lib/cuda/avq-cuda-kernels.cu"

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 #include <glib.h>
+#include "avq-logit-order.h"
 #include "avq-safetensors.h"
 #include "cuda/avq-cuda-kernels.h"
 #include "cuda/avq-cuda-llama-kernels.h"
@@ -40,6 +41,7 @@
 #define avq_cuk_causal_softmax kern_causal_softmax
 #define avq_cuk_decode_attention kern_decode_attention
 #define avq_cuk_argmax kern_argmax
+#define avq_cuk_top_candidates kern_top_candidates
 #define avq_cuk_fill_random kern_fill_random
 #define avq_cuk_random_unit kern_random_unit
 #include "cuda/avq-cuda-kernels.h"
@@ -65,6 +67,7 @@
 #undef avq_cuk_causal_softmax
 #undef avq_cuk_decode_attention
 #undef avq_cuk_argmax
+#undef avq_cuk_top_candidates
 #undef avq_cuk_fill_random
 #undef avq_cuk_random_unit
 
@@ -810,6 +813,422 @@ test_argmax_rows (void)
   g_assert_cmpint (kern_argmax (NULL, x, rows, n, n - 1, a), ==, cudaErrorInvalidValue);
 }
 
+/* ---- Sampling candidates ---- */
+
+/* What a kernel never writes: the slots of a row past min (k, n). */
+#define TOP_UNTOUCHED_ID (-7)
+#define TOP_UNTOUCHED_LOGIT 12345.0f
+
+typedef struct {
+  float *logit;   /* [rows k] */
+  gint32 *id;     /* [rows k] */
+  float *stats;   /* [rows 2] */
+} TopOut;
+
+static void
+top_out_init (TopOut *o, int rows, int k)
+{
+  o->logit = g_new (float, (gsize) rows * k);
+  o->id = g_new (gint32, (gsize) rows * k);
+  o->stats = g_new (float, 2 * (gsize) rows);
+  for (gsize i = 0; i < (gsize) rows * k; i++) {
+    o->logit[i] = TOP_UNTOUCHED_LOGIT;
+    o->id[i] = TOP_UNTOUCHED_ID;
+  }
+}
+
+static void
+top_out_clear (TopOut *o)
+{
+  g_free (o->logit);
+  g_free (o->id);
+  g_free (o->stats);
+}
+
+static gboolean
+same_bits (float a, float b)
+{
+  return memcmp (&a, &b, sizeof a) == 0;
+}
+
+static gboolean
+sum_close (float got, double want)
+{
+  if (want == 0)
+    return got == 0.0f;
+  return fabs (got - want) <= 1e-5 * fabs (want);
+}
+
+/* The kernel against the reference (cuda-emu-llama.cpp, i.e. the host's
+ * avq_token_candidates_from_logits): ids and logits bit for bit (a -0 stays
+ * -0), the max bit for bit, the sum within 1e-5 relative, a row's slots
+ * past min (k, n) untouched. `got` (may be NULL) receives the kernel's. */
+static void
+top_check (const char *what, const float *x, int rows, int n, gsize ld, int k,
+           float T, TopOut *got)
+{
+  TopOut a, b;
+  top_out_init (&a, rows, k);
+  top_out_init (&b, rows, k);
+  g_assert_cmpint (kern_top_candidates (NULL, x, rows, n, ld, k, &T, a.logit, a.id,
+                                        a.stats), ==, cudaSuccess);
+  g_assert_cmpint (avq_cuk_top_candidates (NULL, x, rows, n, ld, k, &T, b.logit,
+                                           b.id, b.stats), ==, cudaSuccess);
+  const int kk = MIN (k, n);
+  for (int r = 0; r < rows; r++) {
+    for (int j = 0; j < k; j++) {
+      const gsize i = (gsize) r * k + j;
+      if (j >= kk) {
+        if (a.id[i] != TOP_UNTOUCHED_ID || !same_bits (a.logit[i], TOP_UNTOUCHED_LOGIT))
+          g_error ("%s n=%d k=%d row %d: slot %d past %d written", what, n, k, r, j, kk);
+      } else if (a.id[i] != b.id[i] || !same_bits (a.logit[i], b.logit[i])) {
+        g_error ("%s n=%d k=%d T=%g row %d candidate %d: kernel %d (%.9g), "
+                 "reference %d (%.9g)", what, n, k, T, r, j, a.id[i], a.logit[i],
+                 b.id[i], b.logit[i]);
+      }
+    }
+    if (!same_bits (a.stats[2 * r], b.stats[2 * r]) ||
+        !sum_close (a.stats[2 * r + 1], b.stats[2 * r + 1]))
+      g_error ("%s n=%d k=%d T=%g row %d: kernel max %.9g sum %.9g, reference "
+               "max %.9g sum %.9g", what, n, k, T, r, a.stats[2 * r],
+               a.stats[2 * r + 1], b.stats[2 * r], b.stats[2 * r + 1]);
+  }
+  top_out_clear (&b);
+  if (got)
+    *got = a;
+  else
+    top_out_clear (&a);
+}
+
+static int
+rank_descending (const void *pa, const void *pb)
+{
+  const guint64 a = *(const guint64 *) pa, b = *(const guint64 *) pb;
+  return a < b ? 1 : (a > b ? -1 : 0);
+}
+
+/* A row's candidates from the definition, independently of both: every
+ * rank sorted, the sum in double. */
+static void
+top_brute (const char *what, const float *xr, int n, int k, float T,
+           const float *logit, const gint32 *id, const float *stats)
+{
+  g_autofree guint64 *rank = g_new (guint64, n);
+  for (int i = 0; i < n; i++)
+    rank[i] = avq_logit_rank (xr[i], i);
+  qsort (rank, n, sizeof *rank, rank_descending);
+  const int kk = MIN (k, n);
+  for (int j = 0; j < kk; j++) {
+    const gint32 want = (gint32) (0xffffffffu - (guint32) rank[j]);
+    const float wl = isnan (xr[want]) ? -INFINITY : xr[want];
+    if (id[j] != want || !same_bits (logit[j], wl))
+      g_error ("%s n=%d k=%d: candidate %d is %d (%.9g), by sorting %d (%.9g)",
+               what, n, k, j, id[j], logit[j], want, wl);
+  }
+  const float mx = isnan (xr[0xffffffffu - (guint32) rank[0]])
+                       ? -INFINITY : xr[0xffffffffu - (guint32) rank[0]];
+  double sum = 0;
+  if (T > 0 && isfinite (mx))
+    for (int i = 0; i < n; i++)
+      if (!isnan (xr[i]))
+        sum += exp (((double) xr[i] - mx) / T);
+  if (!same_bits (stats[0], mx) || !sum_close (stats[1], sum))
+    g_error ("%s n=%d k=%d T=%g: max %.9g sum %.9g, by definition %.9g %.9g",
+             what, n, k, T, stats[0], stats[1], mx, sum);
+}
+
+/* Row lengths around the block (512) and the 7B vocabulary, k from the
+ * fast path (1) to AVQ_CUK_TOP_MAX and past n, at several temperatures. */
+static void
+test_top_candidates (void)
+{
+  const int sizes[] = { 1, 5, 255, 256, 257, 1000, 32000, 32001, 70000 };
+  const int ks[] = { 1, 2, 7, 64, 255, 256, AVQ_CUK_TOP_MAX + 1 };
+  const float temps[] = { 1.0f, 0.2f, 3.0f, 0.0f };
+  int c = 0;
+  for (gsize s = 0; s < G_N_ELEMENTS (sizes); s++) {
+    const int n = sizes[s];
+    g_autofree float *x = random_floats (n, -8, 8);
+    for (gsize q = 0; q < G_N_ELEMENTS (ks); q++) {
+      /* the last: k past n, where the contract allows it */
+      const int k = ks[q] <= AVQ_CUK_TOP_MAX ? ks[q] : n + 1;
+      if (k > AVQ_CUK_TOP_MAX)
+        continue;
+      /* Long rows are slow under the host shim: every k at 32001 only. */
+      if (n > 1000 && n != 32001 && k != 1 && k != 64 && k != 256)
+        continue;
+      const float T = temps[c++ % G_N_ELEMENTS (temps)];
+      TopOut o;
+      top_check ("sizes", x, 1, n, n, k, T, &o);
+      if (n <= 1000 || k == 64)
+        top_brute ("sizes", x, n, k, T, o.logit, o.id, o.stats);
+      top_out_clear (&o);
+    }
+  }
+}
+
+/* Exact ties at the threshold: the k-th candidate's logit shared by tokens
+ * spread over threads, warps and block-sized steps, so that the tie group
+ * is split by id (the radix select's id digits). */
+static void
+test_top_candidates_ties (void)
+{
+  /* Few levels: groups of hundreds, every boundary inside one. */
+  const int n = 1000;
+  g_autofree float *x = g_new (float, n);
+  for (int i = 0; i < n; i++)
+    x[i] = (float) g_rand_int_range (rng, 0, 4) * 0.5f - 1.0f;
+  const int ks[] = { 2, 7, 64, 255, 256 };
+  for (gsize q = 0; q < G_N_ELEMENTS (ks); q++) {
+    TopOut o;
+    top_check ("4 levels", x, 1, n, n, ks[q], 1.0f, &o);
+    top_brute ("4 levels", x, n, ks[q], 1.0f, o.logit, o.id, o.stats);
+    top_out_clear (&o);
+  }
+
+  /* A 7B row: 40 tokens at 5 (ids 0, 32000 and between), 100 at 4, the
+   * rest below. k = 40 closes on the first group, 41 splits the second by
+   * id. */
+  const int m = 32001;
+  g_autofree float *y = random_floats (m, -8, 3);
+  y[0] = y[m - 1] = 5.0f;
+  for (int i = 1; i < 39; i++)
+    y[i * 811 + (i & 7)] = 5.0f;
+  for (int i = 0; i < 100; i++)
+    y[i * 317 + 3] = y[i * 317 + 3] == 5.0f ? 5.0f : 4.0f;
+  const int mks[] = { 40, 41 };
+  for (gsize q = 0; q < G_N_ELEMENTS (mks); q++) {
+    TopOut o;
+    top_check ("two groups", y, 1, m, m, mks[q], 0.7f, &o);
+    top_brute ("two groups", y, m, mks[q], 0.7f, o.logit, o.id, o.stats);
+    g_assert_cmpint (o.id[0], ==, 0);
+    g_assert_cmpfloat (o.logit[mks[q] - 1], ==, mks[q] > 40 ? 4.0f : 5.0f);
+    top_out_clear (&o);
+  }
+
+  /* One value everywhere: the lowest ids; the sum is n. */
+  TopOut o;
+  g_autofree float *u = g_new (float, 300);
+  for (int i = 0; i < 300; i++)
+    u[i] = 0.25f;
+  top_check ("all equal", u, 1, 300, 300, 256, 1.0f, &o);
+  for (int j = 0; j < 256; j++)
+    g_assert_cmpint (o.id[j], ==, j);
+  g_assert_cmpfloat (fabs (o.stats[1] - 300) / 300, <=, 1e-6);
+  top_out_clear (&o);
+
+  /* A tie group across 2^8 (n = 300) and 2^16 (n = 70000), the ids'
+   * highest bit: the id digits that hold it are not skipped. */
+  for (int i = 0; i < 300; i++)
+    u[i] = i < 250 ? 0.0f : 0.25f;
+  top_check ("ids past 2^8", u, 1, 300, 300, 30, 1.0f, &o);
+  top_brute ("ids past 2^8", u, 300, 30, 1.0f, o.logit, o.id, o.stats);
+  g_assert_cmpint (o.id[29], ==, 279);
+  top_out_clear (&o);
+  const int w = 70000;
+  g_autofree float *z = g_new (float, w);
+  for (int i = 0; i < w; i++)
+    z[i] = i < 65400 ? 0.0f : 0.25f;
+  top_check ("ids past 2^16", z, 1, w, w, 256, 1.0f, &o);
+  top_brute ("ids past 2^16", z, w, 256, 1.0f, o.logit, o.id, o.stats);
+  for (int j = 0; j < 256; j++)
+    g_assert_cmpint (o.id[j], ==, 65400 + j);
+  top_out_clear (&o);
+
+  /* Equal values at ids that differ only in their low digits, the k-th at
+   * a digit boundary (0xff / 0x100). */
+  g_autofree float *v = random_floats (n, -8, 0);
+  const int at[] = { 0xfd, 0xfe, 0xff, 0x100, 0x101, 0x1ff, 0x200, 0x3e7 };
+  for (gsize i = 0; i < G_N_ELEMENTS (at); i++)
+    v[at[i]] = 2.0f;
+  for (int k = 2; k <= 6; k++) {
+    top_check ("digit boundary", v, 1, n, n, k, 1.0f, &o);
+    top_brute ("digit boundary", v, n, k, 1.0f, o.logit, o.id, o.stats);
+    top_out_clear (&o);
+  }
+}
+
+/* NaN (ranks as -infinity, stored as -infinity), infinities (an infinite
+ * max: no sum), -0 and +0 (equal: by id; each keeps its sign bit), the
+ * temperatures that make no sum (0, negative, NaN). */
+static void
+test_top_candidates_special (void)
+{
+  const int n = 700;
+  TopOut o;
+  /* NaN and -inf below a few finite values: k reaches into them. */
+  g_autofree float *x = g_new (float, n);
+  for (int i = 0; i < n; i++)
+    x[i] = i % 3 == 0 ? NAN : -INFINITY;
+  x[650] = -3.0f;
+  x[17] = 1.0f;
+  x[400] = 1.0f;
+  top_check ("nan -inf", x, 1, n, n, 64, 1.0f, &o);
+  top_brute ("nan -inf", x, n, 64, 1.0f, o.logit, o.id, o.stats);
+  g_assert_cmpint (o.id[0], ==, 17);
+  g_assert_cmpint (o.id[2], ==, 650);
+  g_assert_cmpint (o.id[3], ==, 0);     /* NaN, as -inf, lowest id */
+  g_assert_cmpint (o.id[4], ==, 1);
+  g_assert_true (o.logit[3] == -INFINITY);
+  top_out_clear (&o);
+  /* All NaN: max -inf, no sum, the lowest ids. */
+  for (int i = 0; i < n; i++)
+    x[i] = NAN;
+  for (int k = 1; k <= 7; k += 6) {
+    top_check ("all nan", x, 1, n, n, k, 1.0f, &o);
+    top_brute ("all nan", x, n, k, 1.0f, o.logit, o.id, o.stats);
+    g_assert_cmpint (o.id[k - 1], ==, k - 1);
+    g_assert_true (o.stats[0] == -INFINITY && o.stats[1] == 0.0f);
+    top_out_clear (&o);
+  }
+  /* +inf twice, NaN, -inf among random values: an infinite max, no sum. */
+  g_autofree float *y = random_floats (n, -5, 5);
+  y[3] = NAN;
+  y[600] = INFINITY;
+  y[90] = INFINITY;
+  y[91] = -INFINITY;
+  for (int k = 1; k <= 7; k += 6) {
+    top_check ("+inf", y, 1, n, n, k, 1.0f, &o);
+    top_brute ("+inf", y, n, k, 1.0f, o.logit, o.id, o.stats);
+    g_assert_cmpint (o.id[0], ==, 90);
+    g_assert_true (o.stats[0] == INFINITY && o.stats[1] == 0.0f);
+    top_out_clear (&o);
+  }
+  /* -inf only at the bottom: a finite max sums (-inf adds 0). */
+  y[600] = y[90] = 1.0f;
+  top_check ("-inf", y, 1, n, n, 7, 1.0f, &o);
+  top_brute ("-inf", y, n, 7, 1.0f, o.logit, o.id, o.stats);
+  top_out_clear (&o);
+  /* Signed zeros at the top, in ties with each other: ids in order, signs
+   * kept, the max a -0 when the lowest id holds one. */
+  for (int i = 0; i < n; i++)
+    y[i] = i % 5 == 0 ? -1.0f : (i % 2 ? -0.0f : 0.0f);
+  for (int k = 1; k <= 256; k += 85) {
+    top_check ("signed zeros", y, 1, n, n, k, 1.0f, &o);
+    top_brute ("signed zeros", y, n, k, 1.0f, o.logit, o.id, o.stats);
+    g_assert_cmpint (o.id[0], ==, 1);
+    g_assert_true (signbit (o.stats[0]) && o.stats[0] == 0.0f);
+    top_out_clear (&o);
+  }
+  /* Temperatures without a sum; a sharp one whose terms underflow. */
+  g_autofree float *z = random_floats (n, -30, 30);
+  const float temps[] = { 0.0f, -1.0f, NAN, 0.2f, 0.01f, 3.0f };
+  for (gsize t = 0; t < G_N_ELEMENTS (temps); t++) {
+    top_check ("temperature", z, 1, n, n, 64, temps[t], &o);
+    top_brute ("temperature", z, n, 64, temps[t], o.logit, o.id, o.stats);
+    if (!(temps[t] > 0))
+      g_assert_true (o.stats[1] == 0.0f);
+    top_out_clear (&o);
+  }
+}
+
+/* Several rows of a strided batch (padding past n never read), each its
+ * own; the temperature read at launch from memory the caller changes
+ * between launches (a replayed graph's). */
+static void
+test_top_candidates_rows (void)
+{
+  const int n = 1000, ld = 1037, k = 64;
+  g_autofree float *x = random_floats ((gsize) 5 * ld, -6, 6);
+  for (int r = 0; r < 5; r++)
+    for (int c = n; c < ld; c++)
+      x[(gsize) r * ld + c] = c % 2 ? 99.0f : NAN;   /* never read */
+  x[(gsize) 2 * ld + 5] = 50.0f;
+  for (int rows = 1; rows <= 5; rows++) {
+    TopOut o;
+    top_check ("rows", x, rows, n, ld, k, 1.5f, &o);
+    for (int r = 0; r < rows; r++)
+      top_brute ("rows", x + (gsize) r * ld, n, k, 1.5f, o.logit + (gsize) r * k,
+                 o.id + (gsize) r * k, o.stats + 2 * r);
+    if (rows >= 3)
+      g_assert_cmpint (o.id[2 * k], ==, 5);
+    top_out_clear (&o);
+  }
+  /* Temperature by pointer: the second launch sees the new value. */
+  float *T = g_new (float, 1);
+  TopOut a, b;
+  top_out_init (&a, 2, k);
+  top_out_init (&b, 2, k);
+  *T = 1.0f;
+  g_assert_cmpint (kern_top_candidates (NULL, x, 2, n, ld, k, T, a.logit, a.id,
+                                        a.stats), ==, cudaSuccess);
+  *T = 2.0f;
+  g_assert_cmpint (kern_top_candidates (NULL, x, 2, n, ld, k, T, b.logit, b.id,
+                                        b.stats), ==, cudaSuccess);
+  for (int r = 0; r < 2; r++) {
+    top_brute ("T 1", x + (gsize) r * ld, n, k, 1.0f, a.logit + r * k, a.id + r * k,
+               a.stats + 2 * r);
+    top_brute ("T 2", x + (gsize) r * ld, n, k, 2.0f, b.logit + r * k, b.id + r * k,
+               b.stats + 2 * r);
+  }
+  top_out_clear (&a);
+  top_out_clear (&b);
+  g_free (T);
+}
+
+static void
+test_top_candidates_invalid (void)
+{
+  float x[8] = { 0 }, T = 1.0f, l[8], s[2];
+  gint32 id[8];
+  const struct { int rows, n; gsize ld; int k; } bad[] = {
+    { 0, 8, 8, 2 }, { -1, 8, 8, 2 }, { 1, 0, 8, 2 }, { 1, -3, 8, 2 },
+    { 1, 8, 7, 2 }, { 1, 8, 8, 0 }, { 1, 8, 8, -1 },
+    { 1, 8, 8, AVQ_CUK_TOP_MAX + 1 },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_assert_cmpint (kern_top_candidates (NULL, x, bad[i].rows, bad[i].n, bad[i].ld,
+                                          bad[i].k, &T, l, id, s), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (avq_cuk_top_candidates (NULL, x, bad[i].rows, bad[i].n,
+                                             bad[i].ld, bad[i].k, &T, l, id, s), ==,
+                     cudaErrorInvalidValue);
+  }
+  g_assert_cmpint (kern_top_candidates (NULL, x, 1, 8, 8, 2, NULL, l, id, s), ==,
+                   cudaErrorInvalidValue);
+  g_assert_cmpint (avq_cuk_top_candidates (NULL, x, 1, 8, 8, 2, NULL, l, id, s), ==,
+                   cudaErrorInvalidValue);
+}
+
+/* The block reduction shared by argmax (1024 threads), argmin (256) and the
+ * candidates' max (512): the winner in the first and last lane of a warp,
+ * in the block's last warp, past one block-sized step, with a tie in
+ * another warp at a higher id. */
+static void
+test_block_best (void)
+{
+  const int n = 2100;
+  g_autofree float *x = random_floats (n, -5, 5);
+  const int at[] = { 0, 31, 32, 223, 224, 255, 256, 479, 480, 511, 512,
+                     991, 992, 1023, 1024, 2047, 2099 };
+  for (gsize i = 0; i < G_N_ELEMENTS (at); i++) {
+    const int p = at[i], q = p + 700 < n ? p + 700 : p;
+    const float keep = x[p], keep_q = x[q];
+    x[p] = 7.0f;
+    x[q] = 7.0f;   /* equal, higher id: loses */
+    gint32 a = -1;
+    g_assert_cmpint (kern_argmax (NULL, x, 1, n, n, &a), ==, cudaSuccess);
+    g_assert_cmpint (a, ==, p);
+    TopOut o;
+    top_check ("block best", x, 1, n, n, 1, 1.0f, &o);
+    g_assert_cmpint (o.id[0], ==, p);
+    top_out_clear (&o);
+    /* argmin: distance 1 - 2 x, smallest where x is largest */
+    g_autofree float *sq = g_new (float, n);
+    for (int k = 0; k < n; k++)
+      sq[k] = 1.0f;
+    gint32 ia = -1, ib = -1;
+    float ma, mb;
+    kern_argmin (NULL, x, sq, 1, n, &ia, &ma);
+    avq_cuk_argmin (NULL, x, sq, 1, n, &ib, &mb);
+    g_assert_cmpint (ia, ==, p);
+    g_assert_cmpint (ia, ==, ib);
+    g_assert_cmpfloat (ma, ==, mb);
+    x[q] = keep_q;
+    x[p] = keep;
+  }
+}
+
 /* Benchmark weights: the kernel and the reference store the same values
  * (one hash), fp16 and fp32; uniform in [offset - scale, offset + scale)
  * with the mean near the offset; another seed gives other values. */
@@ -936,6 +1355,12 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda-kernels/decode-attention-splits", test_decode_attention_splits);
   g_test_add_func ("/cuda-kernels/argmax-rows", test_argmax_rows);
   g_test_add_func ("/cuda-kernels/fill-random", test_fill_random);
+  g_test_add_func ("/cuda-kernels/top-candidates", test_top_candidates);
+  g_test_add_func ("/cuda-kernels/top-candidates-ties", test_top_candidates_ties);
+  g_test_add_func ("/cuda-kernels/top-candidates-special", test_top_candidates_special);
+  g_test_add_func ("/cuda-kernels/top-candidates-rows", test_top_candidates_rows);
+  g_test_add_func ("/cuda-kernels/top-candidates-invalid", test_top_candidates_invalid);
+  g_test_add_func ("/cuda-kernels/block-best", test_block_best);
   int rc = g_test_run ();
   g_rand_free (rng);
   return rc;

@@ -1300,6 +1300,149 @@ test_llm_batch (void)
   avq_test_remove_model_dir (dir);
 }
 
+/* Sampling candidates made on the device: against the host's candidates
+ * of the same step's logits (fetched after it: ids and logits equal, the
+ * float sum within 1e-5), over batched steps whose temperature changes
+ * while n and k stay (one graph: a temperature baked into the capture
+ * would give the first one's sums), k below the vocabulary and all of it. */
+static void
+test_llm_candidates (void)
+{
+  enum { NSEQ = 3, CTX = 32, KMAX = G_VOCAB };
+  const int lens[NSEQ] = { 4, 7, 2 };
+  g_autofree char *dir = gqa_model_dir (AVQ_DTYPE_F16, FALSE);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqModel) model = avq_model_open (dir, &error);
+  g_assert_no_error (error);
+  g_autoptr (AvqLlama) cpu = avq_llama_new (model, CTX, &error);
+  g_assert_no_error (error);
+  Direct *d = direct_new (dir, CTX, NSEQ, TRUE);
+  for (int s = 0; s < NSEQ; s++) {
+    float *emb;
+    g_free (cpu_sequence (cpu, s, lens[s], 0, &emb));
+    g_assert_true (avq_cuda_llama_prefill_sequence (d->cl, s, emb, lens[s], 0, NULL,
+                                                    &error));
+    g_assert_no_error (error);
+    g_free (emb);
+  }
+  const float temps[] = { 0.0f, 0.7f, 2.0f, 0.7f, 5.0f, 0.3f };
+  const int ks[] = { 7, 7, 7, 7, KMAX, KMAX };
+  float cand[NSEQ * KMAX], stats[2 * NSEQ], row[G_VOCAB];
+  int ids[NSEQ * KMAX];
+  double worst_sum = 0;
+  AvqTokenCandidates host;
+  avq_token_candidates_init (&host, KMAX);
+  for (guint step = 0; step < G_N_ELEMENTS (temps); step++) {
+    const int seqs[NSEQ] = { 2, 0, 1 }, k = ks[step];
+    int toks[NSEQ], pos[NSEQ];
+    for (int i = 0; i < NSEQ; i++) {
+      toks[i] = SEQ_TOKEN (seqs[i], (int) step);
+      pos[i] = lens[seqs[i]] + (int) step;
+    }
+    g_assert_true (avq_cuda_llama_decode_batch_candidates (d->cl, NSEQ, seqs, toks, pos,
+                                                           k, temps[step], cand, ids,
+                                                           stats, &error));
+    g_assert_no_error (error);
+    for (int i = 0; i < NSEQ; i++) {
+      g_assert_true (avq_cuda_llama_step_logits (d->cl, i, row, &error));
+      g_assert_no_error (error);
+      avq_token_candidates_from_logits (row, G_VOCAB, k, temps[step], &host);
+      g_assert_cmpint (host.n, ==, k);
+      g_assert_cmpmem (ids + i * k, k * sizeof (int), host.id, k * sizeof (int));
+      g_assert_cmpmem (cand + i * k, k * sizeof (float), host.logit, k * sizeof (float));
+      g_assert_cmpfloat (stats[2 * i], ==, host.max);
+      if (temps[step] > 0) {
+        const double rel = fabs (stats[2 * i + 1] - host.sum) / host.sum;
+        worst_sum = MAX (worst_sum, rel);
+        g_assert_cmpfloat (rel, <=, 1e-5);
+      } else {
+        g_assert_cmpfloat (stats[2 * i + 1], ==, 0);
+      }
+    }
+    g_assert_false (avq_cuda_llama_step_logits (d->cl, NSEQ, row, &error));
+    g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+    g_clear_error (&error);
+  }
+  g_test_message ("device candidates: ids and logits equal the host's, sums within %.2g",
+                  worst_sum);
+  /* (n 3, k 7) ran four times: captured once; (3, 50) twice: captured */
+  g_assert_cmpuint (avq_cuda_llama_graphs_captured (d->cl), ==, 2);
+  g_assert_false (avq_cuda_llama_decode_batch_candidates (d->cl, 1, (int[]) { 0 },
+                                                          (int[]) { 1 }, (int[]) { 20 },
+                                                          AVQ_SAMPLING_CANDIDATES + 1,
+                                                          1.0f, cand, ids, stats, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  /* a prefill forgets the step */
+  float one[G_HIDDEN] = { 0 };
+  g_assert_true (avq_cuda_llama_prefill_sequence (d->cl, 0, one, 1, 20, NULL, &error));
+  g_assert_false (avq_cuda_llama_step_logits (d->cl, 0, row, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  avq_token_candidates_clear (&host);
+  direct_free (d);
+  avq_test_remove_model_dir (dir);
+}
+
+/* Generation with sampling on the GPU decides as whole rows of the same
+ * decoder's logits do (avq-sampling.h): greedy, a sharp nucleus decided by
+ * the device's candidates, flat rows over the fixture's 32064-token
+ * vocabulary that fetch whole rows; and a batch of answers sampling on the
+ * device against each answered alone (whole answers under emulation, the
+ * first token on a GPU). */
+static void
+test_llm_sampling (void)
+{
+  AvqModel *model = avq_test_tiny_model ();
+  g_autoptr (AvqLlama) gpu = cuda_llama (model, 1024);
+  gsize numel;
+  g_autofree float *all = avq_test_reference_f32 ("projector.out", &numel);
+  const float *features = all + 576 * 64;
+  g_autoptr (GArray) prompt = fixture_prompt ();
+  const int fetched = avq_test_assert_sampling_rules_as_rows (
+      gpu, (int *) prompt->data, prompt->len, features, 576, 5);
+  g_assert_cmpint (fetched, >, 0);
+
+  enum { N = 3 };
+  g_autoptr (GError) error = NULL;
+  AvqLlavaRequest req[N];
+  GArray *out[N];
+  for (int i = 0; i < N; i++) {
+    req[i] = (AvqLlavaRequest) { (int *) prompt->data, (int) prompt->len,
+                                 all + (gsize) i * 576 * 64, 576 };
+    out[i] = g_array_new (FALSE, FALSE, sizeof (int));
+  }
+  AvqGenerateOptions opts;
+  avq_generate_options_init (&opts);
+  opts.max_new_tokens = 5;
+  opts.temperature = 0.8f;
+  opts.top_p = 0.95f;
+  opts.seed = 40;
+  g_assert_true (avq_llava_generate_batch (gpu, req, N, &opts, out, NULL, &error));
+  g_assert_no_error (error);
+  for (int i = 0; i < N; i++) {
+    AvqGenerateOptions alone = opts;
+    alone.seed = opts.seed + i;
+    g_autoptr (GArray) one = g_array_new (FALSE, FALSE, sizeof (int));
+    g_assert_true (avq_llava_generate (gpu, req[i].prompt_ids, req[i].n_ids,
+                                       req[i].image_features, 576, &alone, one, NULL,
+                                       &error));
+    g_assert_no_error (error);
+#ifdef AVQ_CUDA_EMULATED
+    g_assert_cmpmem (out[i]->data, out[i]->len * sizeof (int), one->data,
+                     one->len * sizeof (int));
+#else
+    /* A batched step's GEMMs may round otherwise than one row's (2e-3,
+     * test_llm_batch), enough to move a draw that lands next to a boundary
+     * between two tokens; the prefill, and so the first token, is the
+     * same work either way. */
+    g_assert_cmpmem (out[i]->data, MIN (out[i]->len, 1) * sizeof (int), one->data,
+                     MIN (one->len, 1) * sizeof (int));
+#endif
+    g_array_unref (out[i]);
+  }
+}
+
 /* Graph replay over many steps (every position moves each step, so a value
  * baked into the capture would show) against the same decoder without
  * graphs, and against the CPU; the argmax-only graph is a separate one.
@@ -1621,6 +1764,8 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda/llm/answerer", test_llm_answerer);
   g_test_add_func ("/cuda/llm/ask-frames", test_llm_ask_frames);
   g_test_add_func ("/cuda/llm/batch", test_llm_batch);
+  g_test_add_func ("/cuda/llm/candidates", test_llm_candidates);
+  g_test_add_func ("/cuda/llm/sampling", test_llm_sampling);
   g_test_add_func ("/cuda/llm/graph-replay", test_llm_graph_replay);
   g_test_add_func ("/cuda/llm/graph-reserve", test_llm_graph_reserve);
   g_test_add_func ("/cuda/llm/sequence-errors", test_llm_sequence_errors);

@@ -1159,6 +1159,72 @@ test_generate_batch (void)
   }
 }
 
+/* The candidates path of generation decides as whole rows do: greedy,
+ * a sharp nucleus (decided by candidates), and flat distributions over
+ * the 32064-token vocabulary (the draw often lands past 256 candidates:
+ * whole rows fetched). */
+static void
+test_sampling_as_rows (void)
+{
+  AvqLlama *llama = tiny_llama ();
+  g_autofree float *features = chelsea_features (&cases[0]);
+  g_autoptr (GArray) prompt = fixture_prompt (FALSE);
+  const int fetched = avq_test_assert_sampling_rules_as_rows (
+      llama, (int *) prompt->data, prompt->len, features, 576, 6);
+  g_assert_cmpint (fetched, >, 0);
+}
+
+/* Candidates of a decode step are those of its logits; the logits are kept
+ * for one step only. */
+static void
+test_decode_candidates (void)
+{
+  AvqLlama *llama = tiny_llama ();
+  const int V = avq_llama_vocab_size (llama);
+  g_autofree float *features = chelsea_features (&cases[0]);
+  g_autoptr (GArray) prompt = fixture_prompt (FALSE);
+  g_autoptr (GError) error = NULL;
+  g_autofree float *first = g_new (float, V), *plain = g_new (float, V),
+                   *kept = g_new (float, V);
+  AvqTokenCandidates got, want;
+  avq_token_candidates_init (&got, 300);
+  avq_token_candidates_init (&want, 300);
+
+  g_assert_true (avq_llava_prefill (llama, (int *) prompt->data, prompt->len,
+                                    features, 576, first, &error));
+  int tok = avq_logits_argmax (first, V);
+  g_assert_true (avq_llama_decode (llama, tok, plain, &error));
+  g_assert_false (avq_llama_step_logits (llama, 0, kept, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+
+  g_assert_true (avq_llava_prefill (llama, (int *) prompt->data, prompt->len,
+                                    features, 576, first, &error));
+  g_assert_true (avq_llama_decode_candidates (llama, tok, 300, 0.8f, &got, &error));
+  g_assert_no_error (error);
+  g_assert_true (avq_llama_step_logits (llama, 0, kept, &error));
+  g_assert_cmpmem (kept, V * sizeof (float), plain, V * sizeof (float));
+  g_assert_false (avq_llama_step_logits (llama, 1, kept, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  /* clamped to AVQ_SAMPLING_CANDIDATES */
+  avq_token_candidates_from_logits (plain, V, AVQ_SAMPLING_CANDIDATES, 0.8f, &want);
+  g_assert_cmpint (got.n, ==, AVQ_SAMPLING_CANDIDATES);
+  g_assert_false (got.complete);
+  g_assert_cmpmem (got.id, got.n * sizeof (int), want.id, want.n * sizeof (int));
+  g_assert_cmpmem (got.logit, got.n * sizeof (float), want.logit, want.n * sizeof (float));
+  g_assert_cmpfloat (got.max, ==, want.max);
+  g_assert_cmpfloat (got.sum, ==, want.sum);
+
+  /* a prefill forgets the step */
+  g_assert_true (avq_llava_prefill (llama, (int *) prompt->data, prompt->len,
+                                    features, 576, first, &error));
+  g_assert_false (avq_llama_step_logits (llama, 0, kept, &error));
+  g_clear_error (&error);
+  avq_token_candidates_clear (&got);
+  avq_token_candidates_clear (&want);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1168,6 +1234,8 @@ main (int argc, char **argv)
     g_test_add_data_func (path, &cases[i], test_fixture);
   }
   g_test_add_func ("/llama/generation-options", test_generation_options);
+  g_test_add_func ("/llama/sampling-as-rows", test_sampling_as_rows);
+  g_test_add_func ("/llama/decode-candidates", test_decode_candidates);
   g_test_add_func ("/llama/prompt-errors", test_prompt_errors);
   g_test_add_func ("/llama/broken-models", test_broken_models);
 

@@ -146,3 +146,74 @@ avq_test_remove_model_dir (const char *dir)
   g_unlink (weights);
   g_rmdir (dir);
 }
+
+void
+avq_test_assert_sampling_as_rows (AvqLlama *llama, const int *prompt_ids, int n_ids,
+                                  const float *features, int n_rows,
+                                  const AvqGenerateOptions *options,
+                                  AvqGenerateStats *stats)
+{
+  g_autoptr (GError) error = NULL;
+  const int V = avq_llama_vocab_size (llama);
+  const int eos = options->eos_token_id >= 0 ? options->eos_token_id
+      : avq_llama_get_config (llama)->eos_token_id;
+  AvqGenerateStats st;
+  g_autoptr (GArray) got = g_array_new (FALSE, FALSE, sizeof (int));
+  g_assert_true (avq_llava_generate (llama, prompt_ids, n_ids, features, n_rows,
+                                     options, got, &st, &error));
+  g_assert_no_error (error);
+
+  g_autoptr (GArray) want = g_array_new (FALSE, FALSE, sizeof (int));
+  g_autofree float *logits = g_new (float, V);
+  g_assert_true (avq_llama_reserve (llama, n_ids + n_rows + options->max_new_tokens,
+                                    &error));
+  g_assert_true (avq_llava_prefill (llama, prompt_ids, n_ids, features, n_rows,
+                                    logits, &error));
+  g_assert_no_error (error);
+  const AvqSamplingRule rule = { options->temperature, MIN (options->top_p, 1.0f) };
+  g_autoptr (GRand) draws = g_rand_new_with_seed (options->seed);
+  for (int i = 0; i < options->max_new_tokens; i++) {
+    double r = options->temperature > 0 ? g_rand_double (draws) : 0;
+    int tok = avq_sample_logits (&rule, logits, V, r);
+    if (tok == eos)
+      break;
+    g_array_append_val (want, tok);
+    if (i + 1 < options->max_new_tokens) {
+      g_assert_true (avq_llama_decode (llama, tok, logits, &error));
+      g_assert_no_error (error);
+    }
+  }
+  g_test_message ("T %g, top_p %g: %u tokens, %d of %d steps fetched whole rows",
+                  options->temperature, options->top_p, got->len, st.rows_fetched,
+                  MAX (st.generated - 1, 0));
+  g_assert_cmpmem (got->data, got->len * sizeof (int), want->data,
+                   want->len * sizeof (int));
+  if (stats != NULL)
+    *stats = st;
+}
+
+int
+avq_test_assert_sampling_rules_as_rows (AvqLlama *llama, const int *prompt_ids,
+                                        int n_ids, const float *features, int n_rows,
+                                        int max_new)
+{
+  const struct {
+    float t, top_p;
+  } rules[] = { { 0, 1 }, { 0.05f, 0.9f }, { 1, 1 }, { 1, 0.5f }, { 30, 0.95f } };
+  int fetched = 0;
+  for (guint i = 0; i < G_N_ELEMENTS (rules); i++) {
+    AvqGenerateOptions opts;
+    avq_generate_options_init (&opts);
+    opts.max_new_tokens = max_new;
+    opts.temperature = rules[i].t;
+    opts.top_p = rules[i].top_p;
+    opts.seed = 11 + i;
+    AvqGenerateStats st;
+    avq_test_assert_sampling_as_rows (llama, prompt_ids, n_ids, features, n_rows,
+                                      &opts, &st);
+    if (rules[i].t == 0)
+      g_assert_cmpint (st.rows_fetched, ==, 0);
+    fetched += st.rows_fetched;
+  }
+  return fetched;
+}

@@ -3,6 +3,7 @@
 #pragma once
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include "avq-llava.h"
 #include "avq-model.h"
 #include "avq-safetensors.h"
 
@@ -40,3 +41,22 @@ char *avq_test_tmp_path (const char *name);
 
 /* tests/data/tiny-llava opened once per process (owned by test-util). */
 AvqModel *avq_test_tiny_model (void);
+
+/* Generation with sampling as the rule of avq-sampling.h defines it:
+ * avq_llava_generate with `options` (its candidates path: device
+ * candidates on CUDA, whole rows fetched when they cannot decide) against
+ * a loop written here that decodes with whole rows of logits
+ * (avq_llama_decode) and applies avq_sample_logits to the same draws. The
+ * tokens must be equal. *stats (may be NULL) receives generate's. */
+void avq_test_assert_sampling_as_rows (AvqLlama *llama, const int *prompt_ids,
+                                       int n_ids, const float *features,
+                                       int n_rows,
+                                       const AvqGenerateOptions *options,
+                                       AvqGenerateStats *stats);
+/* avq_test_assert_sampling_as_rows over a fixed set of rules (greedy, a
+ * sharp nucleus that the candidates decide, flat rows that fetch whole
+ * rows), `max_new` tokens each; returns the steps that fetched whole rows
+ * (asserting none when greedy). */
+int avq_test_assert_sampling_rules_as_rows (AvqLlama *llama, const int *prompt_ids,
+                                            int n_ids, const float *features,
+                                            int n_rows, int max_new);

@@ -14,6 +14,7 @@
   kernel<<<(grid), (block), 0, (stream)>>>
 #endif
 #include <math.h>
+#include <string.h>
 
 namespace avq_cuk {
 
@@ -68,6 +69,45 @@ __device__ inline float block_max (float v, float *shared)
 __device__ inline float block_min (float v, float *shared)
 {
   return -block_max (-v, shared);
+}
+
+// v of lane + off, for any T made of 32-bit words (a small struct such as
+// a best (value, index) pair): a word at a time, as the shuffles move them.
+template <typename T>
+__device__ __forceinline__ T shfl_down_words (T v, int off)
+{
+  static_assert (sizeof (T) % 4 == 0, "whole 32-bit words");
+  unsigned w[sizeof (T) / 4];
+  memcpy (w, &v, sizeof v);
+  for (int i = 0; i < (int) (sizeof (T) / 4); i++)
+    w[i] = __shfl_down_sync (0xffffffffu, w[i], off);
+  memcpy (&v, w, sizeof v);
+  return v;
+}
+
+// The block's values combined by merge (a, b) -> T: a tree within each
+// warp, then the warps' results in warp order, so that a merge that is not
+// symmetric in its ties (a best value whose ties go to the lowest index,
+// say) still gives one answer for a launch shape. Every thread gets it;
+// `shared` holds 32 T.
+template <typename T, typename Merge>
+__device__ T block_reduce (T v, T *shared, Merge merge)
+{
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = (blockDim.x + 31) >> 5;
+  for (int off = 16; off > 0; off >>= 1) {
+    const T o = shfl_down_words (v, off);
+    if (lane + off < 32)
+      v = merge (v, o);
+  }
+  __syncthreads ();  // `shared` may still be read from a previous call
+  if (lane == 0)
+    shared[warp] = v;
+  __syncthreads ();
+  T r = shared[0];
+  for (int w = 1; w < warps; w++)
+    r = merge (r, shared[w]);
+  return r;
 }
 
 inline int grid_for (size_t n, int threads)

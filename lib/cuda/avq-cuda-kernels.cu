@@ -180,27 +180,12 @@ __global__ void argmin_kernel (const float *scores, const float *sqnorm, int K,
       b.second = dist;
     }
   }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int off = 16; off > 0; off >>= 1) {
-    Best o;
-    o.d = __shfl_down_sync (0xffffffffu, b.d, off);
-    o.k = __shfl_down_sync (0xffffffffu, b.k, off);
-    o.second = __shfl_down_sync (0xffffffffu, b.second, off);
-    if (lane + off < 32)
-      b = best_merge (b, o);
-  }
-  if (lane == 0)
-    red[warp] = b;
-  __syncthreads ();
+  b = block_reduce (b, red, [] (Best x, Best y) { return best_merge (x, y); });
   if (threadIdx.x == 0) {
-    const int warps = (blockDim.x + 31) >> 5;
-    Best r = red[0];
-    for (int w = 1; w < warps; w++)
-      r = best_merge (r, red[w]);
     // All distances NaN or +inf: the CPU scan keeps index 0.
-    index[row] = r.k == 0x7fffffff ? 0 : r.k;
+    index[row] = b.k == 0x7fffffff ? 0 : b.k;
     if (margin)
-      margin[row] = r.second - r.d;
+      margin[row] = b.second - b.d;
   }
 }
 

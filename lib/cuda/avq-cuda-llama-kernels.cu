@@ -2,6 +2,7 @@
 // avq-cuda-llama-kernels.h for the contract of each launcher.
 #include "avq-cuda-llama-kernels.h"
 #include "avq-cuda-device.cuh"
+#include "avq-logit-order.h"
 #include <atomic>
 
 namespace {
@@ -528,23 +529,193 @@ __global__ void argmax_kernel (const float *x, int n, size_t ld, int32_t *out)
   for (int k = threadIdx.x; k < n; k += blockDim.x)
     if (xr[k] > t.v)  // strict, k grows: lowest index on ties; NaN never wins
       t = Top{ xr[k], k };
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int off = 16; off > 0; off >>= 1) {
-    Top o;
-    o.v = __shfl_down_sync (0xffffffffu, t.v, off);
-    o.k = __shfl_down_sync (0xffffffffu, t.k, off);
-    if (lane + off < 32)
-      t = top_merge (t, o);
+  t = block_reduce (t, red, [] (Top a, Top b) { return top_merge (a, b); });
+  if (threadIdx.x == 0)
+    out[blockIdx.x] = t.k == 0x7fffffff ? 0 : t.k;
+}
+
+// ---- Sampling candidates ----
+//
+// One block per row. Ranks (avq_logit_rank: the order key above the
+// complemented id) are distinct, so the kk-th largest of them is a threshold
+// that takes exactly kk tokens. Pass 1 finds the largest rank (the max, and
+// the whole answer when k = 1). Pass 2 sums expf ((x - max) / T) and starts
+// a radix select on the rank, 8 bits at a time from the top: a histogram of
+// the digit over the ranks that agree with the threshold so far picks the
+// bin where the count still needed falls, until that bin holds exactly it
+// (mostly within the key's 4 digits; the id's digits only split a group of
+// equal logits at the threshold). The kk ranks at or above the threshold
+// then land in shared memory in any order, and each finds its place by
+// counting the larger ones: the result is independent of thread timing.
+
+constexpr int kTopThreads = 512;
+constexpr int kTopBins = 256;
+
+__device__ __forceinline__ int rank_id (uint64_t rank)
+{
+  return (int) (0xffffffffu - (uint32_t) rank);
+}
+
+__device__ __forceinline__ float candidate_logit (float v)
+{
+  return v == v ? v : -INFINITY;
+}
+
+// Counts digit d (< 0: none) of each lane of the warp into `hist`, one
+// atomic per distinct digit: the top digits of a row's logits crowd into a
+// few bins, and same-address atomics from one warp would serialise.
+__device__ __forceinline__ void histogram_add (int *hist, int d)
+{
+  const unsigned peers = __match_any_sync (0xffffffffu, d);
+  if (d >= 0 && (int) (threadIdx.x & 31) == __ffs (peers) - 1)
+    atomicAdd (&hist[d], __popc (peers));
+}
+
+__global__ void __launch_bounds__ (kTopThreads)
+top_candidates_kernel (const float *x, int n, size_t ld, int k,
+                       const float *temperature, float *cand_logit,
+                       int32_t *cand_id, float *stats)
+{
+  __shared__ uint64_t red[32];
+  __shared__ float redf[32];
+  __shared__ int hist[2][kTopBins];
+  __shared__ uint64_t sel[AVQ_CUK_TOP_MAX];
+  __shared__ uint64_t s_prefix;
+  __shared__ int s_rem, s_done, s_nsel;
+  const size_t row = blockIdx.x;
+  const float *xr = x + row * ld;
+  const int kk = k < n ? k : n;
+  const bool select = kk > 1 && kk < n;
+  // Ordered before the atomics of pass 2 by block_reduce's barriers.
+  for (int i = threadIdx.x; i < 2 * kTopBins; i += blockDim.x)
+    hist[i / kTopBins][i % kTopBins] = 0;
+  if (threadIdx.x == 0)
+    s_nsel = 0;
+
+  uint64_t best = 0;  // below every rank
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const uint64_t r = avq_logit_rank (xr[i], i);
+    best = r > best ? r : best;
   }
-  if (lane == 0)
-    red[warp] = t;
-  __syncthreads ();
+  best = block_reduce (best, red,
+                       [] (uint64_t a, uint64_t b) { return a > b ? a : b; });
+  const float mx = candidate_logit (xr[rank_id (best)]);
+  // As the host: no distribution to sum under an infinite max (or none).
+  const float T = *temperature;
+  const bool sum = T > 0.0f && fabsf (mx) < INFINITY;
+
+  // Pass 2, in steps of the block so that a warp's lanes stay together for
+  // the histogram.
+  float s = 0.0f;
+  if (sum || select)
+    for (int base = 0; base < n; base += blockDim.x) {
+      const int i = base + threadIdx.x;
+      int d = -1;
+      if (i < n) {
+        const float v = xr[i];
+        if (sum && v == v)
+          s += expf ((v - mx) / T);
+        d = (int) (avq_logit_order_key (v) >> 24);
+      }
+      if (select)
+        histogram_add (hist[0], d);
+    }
+  if (sum)
+    s = block_sum (s, redf);
+
+  uint64_t thr = kk == n ? 0 : best;  // take the ranks >= thr
+  if (select) {
+    // Ids are below 2^id_bits: the digits of the complemented id above
+    // that are all ones and need no pass.
+    const int id_bits = 32 - __clz (n - 1);
+    uint64_t prefix = 0;
+    int rem = kk, shift = 56;
+    for (int pass = 0;; pass++) {
+      __syncthreads ();  // hist[pass & 1] complete
+      if (threadIdx.x < 32) {
+        // Lane l sums bins 255 - 8 l down to 248 - 8 l; ranks descend with
+        // the lanes, so the lane where the running count reaches rem holds
+        // the threshold's bin.
+        const int lane = threadIdx.x, top = kTopBins - 1 - 8 * lane;
+        const int *h = hist[pass & 1];
+        int c = 0;
+        for (int j = 0; j < 8; j++)
+          c += h[top - j];
+        int incl = c;
+        for (int off = 1; off < 32; off <<= 1) {
+          const int o = __shfl_up_sync (0xffffffffu, incl, off);
+          if (lane >= off)
+            incl += o;
+        }
+        int above = incl - c;
+        if (above < rem && rem <= incl) {
+          int b = top;
+          while (above + h[b] < rem)
+            above += h[b--];
+          s_prefix = prefix | (uint64_t) b << shift;
+          s_rem = rem - above;
+          s_done = h[b] == rem - above;
+        }
+      }
+      __syncthreads ();
+      prefix = s_prefix;
+      rem = s_rem;
+      // Ranks are distinct: the last digit always ends it (the test of
+      // shift only keeps a broken histogram from looping forever).
+      if (s_done || shift == 0)
+        break;
+      for (shift -= 8; shift < 32 && shift >= id_bits; shift -= 8)
+        prefix |= (uint64_t) 0xff << shift;
+      // The next histogram, over the ranks that agree with prefix above
+      // `shift`; the other buffer, read above, is cleared for the pass
+      // after.
+      int *h = hist[(pass + 1) & 1], *old = hist[pass & 1];
+      for (int i = threadIdx.x; i < kTopBins; i += blockDim.x)
+        old[i] = 0;
+      const uint64_t mask = ~(uint64_t) 0 << (shift + 8);
+      for (int base = 0; base < n; base += blockDim.x) {
+        const int i = base + threadIdx.x;
+        int d = -1;
+        if (i < n) {
+          const uint64_t r = avq_logit_rank (xr[i], i);
+          if (((r ^ prefix) & mask) == 0)
+            d = (int) (r >> shift) & 0xff;
+        }
+        histogram_add (h, d);
+      }
+    }
+    thr = prefix;
+  }
+
+  const size_t o = row * (size_t) k;
+  if (kk == 1) {
+    if (threadIdx.x == 0) {
+      cand_id[o] = rank_id (best);
+      cand_logit[o] = mx;
+    }
+  } else {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const uint64_t r = avq_logit_rank (xr[i], i);
+      if (r >= thr) {
+        const int slot = atomicAdd (&s_nsel, 1);
+        if (slot < AVQ_CUK_TOP_MAX)
+          sel[slot] = r;
+      }
+    }
+    __syncthreads ();
+    for (int t = threadIdx.x; t < kk; t += blockDim.x) {
+      const uint64_t r = sel[t];
+      int pos = 0;
+      for (int j = 0; j < kk; j++)
+        pos += sel[j] > r;
+      const int id = rank_id (r);
+      cand_id[o + pos] = id;
+      cand_logit[o + pos] = candidate_logit (xr[id]);
+    }
+  }
   if (threadIdx.x == 0) {
-    const int warps = (blockDim.x + 31) >> 5;
-    Top r = red[0];
-    for (int w = 1; w < warps; w++)
-      r = top_merge (r, red[w]);
-    out[blockIdx.x] = r.k == 0x7fffffff ? 0 : r.k;
+    stats[2 * row] = mx;
+    stats[2 * row + 1] = sum ? s : 0.0f;
   }
 }
 
@@ -680,6 +851,19 @@ avq_cuk_argmax (cudaStream_t stream, const float *x, int rows, int n,
   if (rows <= 0 || n <= 0 || ld < (size_t) n)
     return cudaErrorInvalidValue;
   AVQ_LAUNCH (argmax_kernel, rows, 1024, stream) (x, n, ld, out);
+  return cudaGetLastError ();
+}
+
+cudaError_t
+avq_cuk_top_candidates (cudaStream_t stream, const float *x, int rows, int n,
+                        size_t ld, int k, const float *temperature,
+                        float *cand_logit, int32_t *cand_id, float *stats)
+{
+  if (rows <= 0 || n <= 0 || ld < (size_t) n || k < 1 ||
+      k > AVQ_CUK_TOP_MAX || temperature == nullptr)
+    return cudaErrorInvalidValue;
+  AVQ_LAUNCH (top_candidates_kernel, rows, kTopThreads, stream) (
+      x, n, ld, k, temperature, cand_logit, cand_id, stats);
   return cudaGetLastError ();
 }
 

@@ -106,6 +106,29 @@ cudaError_t avq_cuk_decode_attention (cudaStream_t stream,
 cudaError_t avq_cuk_argmax (cudaStream_t stream, const float *x, int rows,
                             int n, size_t ld, int32_t *out);
 
+/* Most candidates avq_cuk_top_candidates returns per row. */
+#define AVQ_CUK_TOP_MAX 256
+
+/* Sampling candidates (lib/avq-sampling.h) of `rows` rows of x (n logits
+ * each, stride ld), one block per row: the first kk = min(k, n) tokens in
+ * avq-logit-order.h's order (larger logit first, equal logits lowest id
+ * first, NaN as -infinity) -> cand_id[r k + j] and their logits
+ * cand_logit[r k + j] (NaN written as -infinity), j < kk (the rest of the
+ * row's k slots untouched); stats[2 r] = the row's largest logit (as
+ * cand_logit[r k]), stats[2 r + 1] = the sum over the row of
+ * expf ((x - max) / T) (NaN adds 0) with T = *temperature read from device
+ * memory (so that a captured graph replays with a new value), 0 when
+ * T <= 0 (greedy needs no sum) or when the largest logit is not finite
+ * (+infinity, or a row of NaN and -infinity). 1 <= k <= AVQ_CUK_TOP_MAX
+ * and a non-NULL temperature, else cudaErrorInvalidValue. Ids and logits equal those of
+ * avq_token_candidates_from_logits; the sum differs by summation order
+ * (float here, double there). */
+cudaError_t avq_cuk_top_candidates (cudaStream_t stream, const float *x,
+                                    int rows, int n, size_t ld, int k,
+                                    const float *temperature,
+                                    float *cand_logit, int32_t *cand_id,
+                                    float *stats);
+
 /* Benchmark facility (random weights made on the device, see
  * AvqCudaLlamaDesc.random_seed): dst[i] = offset + scale u_i, u_i in
  * [-1, 1) from a hash of (seed, i) (splitmix64; the same values whatever

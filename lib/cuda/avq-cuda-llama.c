@@ -32,12 +32,27 @@
 #include "avq-cuda-flash.h"
 #include "avq-cuda-llama-kernels.h"
 #include "avq-error.h"
+#include "avq-sampling.h"
 
 /* Prefill rows per pass: bounds the [heads, rows, context] score buffers.
  * The activation buffers hold this many rows, which is also the most
  * sequences a decode step can batch. */
 #define CHUNK_ROWS 512
 G_STATIC_ASSERT (AVQ_CUDA_LLAMA_MAX_SEQUENCES <= CHUNK_ROWS);
+G_STATIC_ASSERT (AVQ_SAMPLING_CANDIDATES <= AVQ_CUK_TOP_MAX);
+
+/* The step inputs in d_step and its pinned mirror h_step, for S sequences:
+ * tokens [S] | positions [S] | sequence slots [S] | the temperature (one
+ * float's bits), copied to the device as the step's first operation; h_step
+ * then holds the argmax [S] copied back. */
+#define STEP_INPUTS(S) (3 * (S) + 1)
+#define STEP_TEMPERATURE(S) (3 * (S))
+#define STEP_ARGMAX(S) STEP_INPUTS (S)
+
+/* Floats of the candidate buffers for S sequences: a step of n rows and k
+ * candidates writes logits [n k], ids [n k] (int32), stats [2 n] one after
+ * another from the start, so that one copy brings them back. */
+#define CAND_FLOATS(S) ((gsize) 2 * (S) * AVQ_SAMPLING_CANDIDATES + 2 * (S))
 
 typedef struct {
   float *attn_norm, *mlp_norm;   /* fp32 [H] */
@@ -76,14 +91,18 @@ struct _AvqCudaLlama {
   float *x, *qkv32, *gu32;
   guint16 *h16, *q16, *att16, *g16;
   float *logits;     /* [n_seq, vocab] */
-  gint32 *d_step;    /* [3 n_seq]: tokens | positions | sequence slots */
+  gint32 *d_step;    /* [STEP_INPUTS (n_seq)] */
   gint32 *d_argmax;  /* [n_seq] */
+  float *d_cand;     /* [CAND_FLOATS (n_seq)] */
 
   /* pinned host buffers; h_logits and h_step change size with n_seq and
    * are freed here, not by the context */
   float *h_emb;      /* [CHUNK_ROWS, H] */
   float *h_logits;   /* [n_seq, vocab] */
-  gint32 *h_step;    /* [4 n_seq]: d_step's mirror, then the argmax */
+  gint32 *h_step;    /* [STEP_INPUTS (n_seq) + n_seq]: d_step's mirror, then
+                      * the argmax */
+  float *h_cand;     /* [CAND_FLOATS (n_seq)]: d_cand's */
+  int step_n;        /* rows of the last decode step (step_logits) */
 
   /* Work may be queued that reads the pinned buffers (a call failed
    * midway): synchronise before writing them again. */
@@ -112,6 +131,8 @@ avq_cuda_llama_free (AvqCudaLlama *cl)
     (void) cudaFreeHost (cl->h_logits);
   if (cl->h_step != NULL)
     (void) cudaFreeHost (cl->h_step);
+  if (cl->h_cand != NULL)
+    (void) cudaFreeHost (cl->h_cand);
   g_free (cl->layers);
   g_free (cl);
 }
@@ -358,6 +379,7 @@ avq_cuda_llama_reserve (AvqCudaLlama *cl, int max_context, int n_past,
 typedef struct {
   float *logits, *h_logits;
   gint32 *d_step, *d_argmax, *h_step;
+  float *d_cand, *h_cand;
 } SeqBuffers;
 
 static void
@@ -366,10 +388,13 @@ release_seq_buffers (AvqCudaLlama *cl, SeqBuffers *b)
   avq_cuda_context_dev_release (cl->ctx, b->logits);
   avq_cuda_context_dev_release (cl->ctx, b->d_step);
   avq_cuda_context_dev_release (cl->ctx, b->d_argmax);
+  avq_cuda_context_dev_release (cl->ctx, b->d_cand);
   if (b->h_logits != NULL)
     (void) cudaFreeHost (b->h_logits);
   if (b->h_step != NULL)
     (void) cudaFreeHost (b->h_step);
+  if (b->h_cand != NULL)
+    (void) cudaFreeHost (b->h_cand);
   memset (b, 0, sizeof *b);
 }
 
@@ -379,8 +404,9 @@ alloc_seq_buffers (AvqCudaLlama *cl, int n_seq, SeqBuffers *b, GError **error)
   memset (b, 0, sizeof *b);
   cudaError_t e = cudaSuccess;
   if (!DEV_ALLOC (b->logits, float, (gsize) n_seq * cl->vocab) ||
-      !DEV_ALLOC (b->d_step, gint32, 3 * n_seq) ||
-      !DEV_ALLOC (b->d_argmax, gint32, n_seq))
+      !DEV_ALLOC (b->d_step, gint32, STEP_INPUTS (n_seq)) ||
+      !DEV_ALLOC (b->d_argmax, gint32, n_seq) ||
+      !DEV_ALLOC (b->d_cand, float, CAND_FLOATS (n_seq)))
     goto fail;
   e = cudaMallocHost ((void **) &b->h_logits,
                       sizeof (float) * n_seq * cl->vocab);
@@ -389,10 +415,17 @@ alloc_seq_buffers (AvqCudaLlama *cl, int n_seq, SeqBuffers *b, GError **error)
     avq_cuda_failed (e, "cudaMallocHost (&b->h_logits, ...)", error);
     goto fail;
   }
-  e = cudaMallocHost ((void **) &b->h_step, sizeof (gint32) * 4 * n_seq);
+  e = cudaMallocHost ((void **) &b->h_step,
+                      sizeof (gint32) * (STEP_INPUTS (n_seq) + n_seq));
   if (e != cudaSuccess) {
     b->h_step = NULL;
     avq_cuda_failed (e, "cudaMallocHost (&b->h_step, ...)", error);
+    goto fail;
+  }
+  e = cudaMallocHost ((void **) &b->h_cand, sizeof (float) * CAND_FLOATS (n_seq));
+  if (e != cudaSuccess) {
+    b->h_cand = NULL;
+    avq_cuda_failed (e, "cudaMallocHost (&b->h_cand, ...)", error);
     goto fail;
   }
   return TRUE;
@@ -426,13 +459,16 @@ avq_cuda_llama_set_sequences (AvqCudaLlama *cl, int n_sequences,
   if (cl->max_ctx > 0)
     swap_caches (cl, &c);
   SeqBuffers old = { cl->logits, cl->h_logits, cl->d_step, cl->d_argmax,
-                     cl->h_step };
+                     cl->h_step, cl->d_cand, cl->h_cand };
   release_seq_buffers (cl, &old);
   cl->logits = b.logits;
   cl->h_logits = b.h_logits;
   cl->d_step = b.d_step;
   cl->d_argmax = b.d_argmax;
   cl->h_step = b.h_step;
+  cl->d_cand = b.d_cand;
+  cl->h_cand = b.h_cand;
+  cl->step_n = 0;
   cl->n_seq = n_sequences;
   return TRUE;
 }
@@ -744,6 +780,7 @@ avq_cuda_llama_prefill_sequence (AvqCudaLlama *cl, int seq, const float *emb,
     return FALSE;
   const int H = cl->H;
   cl->dirty = TRUE;
+  cl->step_n = 0;
   for (int done = 0; done < n;) {
     const int rows = MIN (CHUNK_ROWS, n - done);
     /* The pinned mirror is reused: the previous chunk's copy must be done.
@@ -783,6 +820,7 @@ typedef struct {
   AvqCudaLlama *cl;
   int n;
   gboolean logits, argmax;
+  int k;   /* > 0: sampling candidates */
 } Step;
 
 static gboolean
@@ -791,7 +829,7 @@ issue_step (gpointer data, GError **error)
   const Step *st = data;
   AvqCudaLlama *cl = st->cl;
   const int n = st->n, S = cl->n_seq;
-  CK (cudaMemcpyAsync (cl->d_step, cl->h_step, sizeof (gint32) * 3 * S,
+  CK (cudaMemcpyAsync (cl->d_step, cl->h_step, sizeof (gint32) * STEP_INPUTS (S),
                        cudaMemcpyHostToDevice, cl->stream));
   const Rows w = { 0, 0, cl->d_step + S, cl->d_step + 2 * S };
   CK (avq_cuk_embed_rows (cl->stream, cl->embed16, cl->d_step, n, cl->H, cl->x));
@@ -800,7 +838,16 @@ issue_step (gpointer data, GError **error)
   if (st->argmax) {
     CK (avq_cuk_argmax (cl->stream, cl->logits, n, cl->vocab, cl->vocab,
                         cl->d_argmax));
-    CK (cudaMemcpyAsync (cl->h_step + 3 * S, cl->d_argmax, sizeof (gint32) * n,
+    CK (cudaMemcpyAsync (cl->h_step + STEP_ARGMAX (S), cl->d_argmax,
+                         sizeof (gint32) * n, cudaMemcpyDeviceToHost, cl->stream));
+  }
+  if (st->k > 0) {
+    const gsize nk = (gsize) n * st->k;
+    CK (avq_cuk_top_candidates (
+        cl->stream, cl->logits, n, cl->vocab, cl->vocab, st->k,
+        (const float *) (cl->d_step + STEP_TEMPERATURE (S)), cl->d_cand,
+        (gint32 *) (cl->d_cand + nk), cl->d_cand + 2 * nk));
+    CK (cudaMemcpyAsync (cl->h_cand, cl->d_cand, sizeof (float) * (2 * nk + 2 * n),
                          cudaMemcpyDeviceToHost, cl->stream));
   }
   if (st->logits)
@@ -810,10 +857,19 @@ issue_step (gpointer data, GError **error)
   return TRUE;
 }
 
-gboolean
-avq_cuda_llama_decode_batch (AvqCudaLlama *cl, int n, const int *seqs,
-                             const int *tokens, const int *positions,
-                             float *logits, int *argmax, GError **error)
+/* What a step hands back: any of logits, argmax, candidates (k > 0). */
+typedef struct {
+  float *logits;
+  int *argmax;
+  int k;
+  float temperature;
+  float *cand_logit, *stats;
+  int *cand_id;
+} StepResults;
+
+static gboolean
+run_step (AvqCudaLlama *cl, int n, const int *seqs, const int *tokens,
+          const int *positions, const StepResults *r, GError **error)
 {
   if (n < 1 || n > cl->n_seq) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
@@ -847,19 +903,78 @@ avq_cuda_llama_decode_batch (AvqCudaLlama *cl, int n, const int *seqs,
     cl->h_step[S + i] = positions[i];
     cl->h_step[2 * S + i] = seqs[i];
   }
-  Step st = { cl, n, logits != NULL, argmax != NULL };
+  memcpy (cl->h_step + STEP_TEMPERATURE (S), &r->temperature, sizeof (float));
+  Step st = { cl, n, r->logits != NULL, r->argmax != NULL, r->k };
   const guint64 key = (guint64) n | (guint64) st.logits << 32 |
-                      (guint64) st.argmax << 33;
+                      (guint64) st.argmax << 33 | (guint64) st.k << 34;
   cl->dirty = TRUE;
+  cl->step_n = 0;
   if (!avq_cuda_context_run_graph (cl->ctx, key, issue_step, &st, error))
     return FALSE;
   CK (cudaStreamSynchronize (cl->stream));
   cl->dirty = FALSE;
-  if (logits != NULL)
-    memcpy (logits, cl->h_logits, sizeof (float) * n * cl->vocab);
-  if (argmax != NULL)
+  cl->step_n = n;
+  if (r->logits != NULL)
+    memcpy (r->logits, cl->h_logits, sizeof (float) * n * cl->vocab);
+  if (r->argmax != NULL)
     for (int i = 0; i < n; i++)
-      argmax[i] = cl->h_step[3 * S + i];
+      r->argmax[i] = cl->h_step[STEP_ARGMAX (S) + i];
+  if (r->k > 0) {
+    const gsize nk = (gsize) n * r->k;
+    memcpy (r->cand_logit, cl->h_cand, sizeof (float) * nk);
+    memcpy (r->cand_id, cl->h_cand + nk, sizeof (gint32) * nk);
+    memcpy (r->stats, cl->h_cand + 2 * nk, sizeof (float) * 2 * n);
+  }
+  return TRUE;
+}
+
+gboolean
+avq_cuda_llama_decode_batch (AvqCudaLlama *cl, int n, const int *seqs,
+                             const int *tokens, const int *positions,
+                             float *logits, int *argmax, GError **error)
+{
+  const StepResults r = { .logits = logits, .argmax = argmax };
+  return run_step (cl, n, seqs, tokens, positions, &r, error);
+}
+
+gboolean
+avq_cuda_llama_decode_batch_candidates (AvqCudaLlama *cl, int n,
+                                        const int *seqs, const int *tokens,
+                                        const int *positions, int k,
+                                        float temperature, float *cand_logit,
+                                        int *cand_id, float *stats,
+                                        GError **error)
+{
+  if (k < 1 || k > AVQ_SAMPLING_CANDIDATES || k > cl->vocab) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "CUDA LLaMA: %d sampling candidates (1 .. %d)", k,
+                 MIN (AVQ_SAMPLING_CANDIDATES, cl->vocab));
+    return FALSE;
+  }
+  const StepResults r = { .k = k, .temperature = temperature,
+                          .cand_logit = cand_logit, .cand_id = cand_id,
+                          .stats = stats };
+  return run_step (cl, n, seqs, tokens, positions, &r, error);
+}
+
+gboolean
+avq_cuda_llama_step_logits (AvqCudaLlama *cl, int row, float *logits,
+                            GError **error)
+{
+  if (row < 0 || row >= cl->step_n) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "CUDA LLaMA: row %d of a decode step of %d", row, cl->step_n);
+    return FALSE;
+  }
+  if (!avq_cuda_context_enter (cl->ctx, error) || !settle (cl, error))
+    return FALSE;
+  /* Through the pinned buffer: the next step's graph copies into it, and
+   * nothing is queued now (every call ends synchronised). */
+  CK (cudaMemcpyAsync (cl->h_logits, cl->logits + (gsize) row * cl->vocab,
+                       sizeof (float) * cl->vocab, cudaMemcpyDeviceToHost,
+                       cl->stream));
+  CK (cudaStreamSynchronize (cl->stream));
+  memcpy (logits, cl->h_logits, sizeof (float) * cl->vocab);
   return TRUE;
 }
 

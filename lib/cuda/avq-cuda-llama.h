@@ -124,6 +124,29 @@ gboolean avq_cuda_llama_decode_batch (AvqCudaLlama *cl, int n, const int *seqs,
                                       float *logits, int *argmax,
                                       GError **error);
 
+/* avq_cuda_llama_decode_batch handing back sampling candidates
+ * (lib/avq-sampling.h) made on the device (avq_cuk_top_candidates) instead
+ * of logits: row i's first k tokens (1 <= k <= AVQ_SAMPLING_CANDIDATES and
+ * <= vocab) -> cand_id[i k + j], their logits cand_logit[i k + j];
+ * stats[2 i] the row's largest logit, stats[2 i + 1] its softmax sum at
+ * `temperature` (0 when <= 0). The temperature goes to the device with the
+ * step's other inputs, so one graph per (n, k) serves every value. The
+ * step's logits stay on the device for avq_cuda_llama_step_logits. */
+gboolean avq_cuda_llama_decode_batch_candidates (AvqCudaLlama *cl, int n,
+                                                 const int *seqs,
+                                                 const int *tokens,
+                                                 const int *positions, int k,
+                                                 float temperature,
+                                                 float *cand_logit,
+                                                 int *cand_id, float *stats,
+                                                 GError **error);
+
+/* Row `row` (< the last decode step's n) of that step's logits, copied
+ * from the device (vocab floats). Valid until the next prefill, decode
+ * or set_sequences. */
+gboolean avq_cuda_llama_step_logits (AvqCudaLlama *cl, int row, float *logits,
+                                     GError **error);
+
 /* FALSE: run the decode step without CUDA graphs (for comparisons); the
  * default follows AVQ_CUDA_GRAPHS (on unless "0"). */
 void avq_cuda_llama_set_graphs (AvqCudaLlama *cl, gboolean enabled);

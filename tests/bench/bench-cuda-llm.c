@@ -17,7 +17,14 @@
  *                                 device, only the ids back; ms per step and
  *                                 per token
  *   llm_cuda_decode_b1_logits     the same at N = 1 with the logits copied
- *                                 back (what avq_llava_generate does)
+ *                                 back (what avq_llava_generate did before
+ *                                 sampling candidates)
+ *   llm_cuda_decode_b<N>_candidates
+ *                                 the same with sampling candidates made on
+ *                                 the device (the top 256 of each row and
+ *                                 its softmax sum at T = 0.7: what
+ *                                 avq_llava_generate asks for when sampling;
+ *                                 greedy asks for k = 1)
  *   llm_cuda_answer_b<N>          whole answers: N prompts prefilled one
  *                                 after another (first token from their
  *                                 logits), then 15 batched decode steps with
@@ -196,10 +203,16 @@ bench_prefill (Bench *b, const char *suffix)
   }
 }
 
+/* What a decode step hands back to the host. */
+typedef enum { STEP_IDS, STEP_LOGITS, STEP_CANDIDATES } StepOutput;
+
+enum { SAMPLING_K = 256 };
+#define SAMPLING_T 0.7f
+
 /* Decode steps of n sequences after their prompts; positions restart at
  * PROMPT for every configuration (the cache slots past it are rewritten). */
 static void
-bench_decode (Bench *b, int n, gboolean graphs, gboolean logits)
+bench_decode (Bench *b, int n, gboolean graphs, StepOutput output)
 {
   avq_cuda_llama_set_graphs (b->cl, graphs);
   g_autofree int *seqs = g_new (int, n), *toks = g_new (int, n);
@@ -209,10 +222,22 @@ bench_decode (Bench *b, int n, gboolean graphs, gboolean logits)
     toks[i] = 1 + i;
     pos[i] = PROMPT;
   }
+  const int k = MIN (SAMPLING_K, b->shape->vocab);
+  g_autofree float *cand = g_new (float, (gsize) n * k), *stats = g_new (float, 2 * n);
+  g_autofree int *ids = g_new (int, (gsize) n * k);
   for (int i = -2; i < b->runs; i++) {
     double t = now_ms ();
-    CHECK (avq_cuda_llama_decode_batch (b->cl, n, seqs, toks, pos,
-                                        logits ? b->logits : NULL, next, error));
+    if (output == STEP_CANDIDATES) {
+      CHECK (avq_cuda_llama_decode_batch_candidates (b->cl, n, seqs, toks, pos, k,
+                                                     SAMPLING_T, cand, ids, stats,
+                                                     error));
+      for (int r = 0; r < n; r++)
+        next[r] = ids[(gsize) r * k];   /* the most likely: as greedy */
+    } else {
+      CHECK (avq_cuda_llama_decode_batch (b->cl, n, seqs, toks, pos,
+                                          output == STEP_LOGITS ? b->logits : NULL,
+                                          next, error));
+    }
     if (i >= 0)
       b->ms[i] = now_ms () - t;
     for (int k = 0; k < n; k++) {
@@ -221,8 +246,9 @@ bench_decode (Bench *b, int n, gboolean graphs, gboolean logits)
     }
   }
   double med = avq_bench_upper_median (b->ms, b->runs);
-  g_autofree char *figure = logits
-      ? g_strdup_printf ("llm_cuda_decode_b%d_logits", n)
+  g_autofree char *figure =
+      output == STEP_LOGITS ? g_strdup_printf ("llm_cuda_decode_b%d_logits", n)
+      : output == STEP_CANDIDATES ? g_strdup_printf ("llm_cuda_decode_b%d_candidates", n)
       : g_strdup_printf ("llm_cuda_decode_b%d_graphs_%s", n, graphs ? "on" : "off");
   g_autofree char *bx = bytes_extra (b, med);
   g_autofree char *extra = g_strdup_printf (
@@ -314,8 +340,10 @@ bench_llm (const Shape *sh, int layers, int runs, int batch,
   const int sizes[2] = { 1, batch };
   for (int k = 0; k < (batch > 1 ? 2 : 1); k++)
     for (int graphs = 1; graphs >= 0; graphs--)
-      bench_decode (&b, sizes[k], graphs, FALSE);
-  bench_decode (&b, 1, TRUE, TRUE);
+      bench_decode (&b, sizes[k], graphs, STEP_IDS);
+  bench_decode (&b, 1, TRUE, STEP_LOGITS);
+  for (int k = 0; k < (batch > 1 ? 2 : 1); k++)
+    bench_decode (&b, sizes[k], TRUE, STEP_CANDIDATES);
   bench_answer (&b, 1);
   if (batch > 1)
     bench_answer (&b, batch);

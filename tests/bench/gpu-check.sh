@@ -233,6 +233,8 @@ if dec and bw:
           f"{dec['median_ms'] / floor:.2f}   target <= 1.25")
 line("decode b1 ms/token, graphs off", ms("llm_cuda_decode_b1_graphs_off"))
 line("decode b8 ms/step (graphs)", ms("llm_cuda_decode_b8_graphs_on"))
+line("decode b1 ms/token, sampling candidates", ms("llm_cuda_decode_b1_candidates"))
+line("decode b8 ms/step, sampling candidates", ms("llm_cuda_decode_b8_candidates"))
 EOF
 }
 
