@@ -43,6 +43,7 @@ enum {
   PROP_MAX_BATCH,
   PROP_TEMPERATURE,
   PROP_TOP_P,
+  PROP_TOP_K,
   PROP_SEED,
 };
 
@@ -60,6 +61,7 @@ static guint signals[N_SIGNALS];
 #define DEFAULT_MAX_BATCH 8
 #define DEFAULT_TEMPERATURE 0.0f
 #define DEFAULT_TOP_P 1.0f
+#define DEFAULT_TOP_K 0
 #define DEFAULT_SEED 0
 
 typedef struct {
@@ -83,7 +85,7 @@ struct _GstAvqAnswer {
   char *model_dir, *avq_path, *question, *system_prompt;
   guint interval, max_new_tokens;
   gfloat temperature, top_p;
-  guint seed;
+  guint top_k, seed;
   gboolean wait_for_answer;
   gint threads;
   AvqDevice device;
@@ -170,6 +172,7 @@ answer_job (GstAvqAnswer *self, Job *job)
   options.max_new_tokens = self->max_new_tokens;
   options.temperature = self->temperature;
   options.top_p = self->top_p;
+  options.top_k = (int) self->top_k;
   options.seed = self->seed;
   system_prompt = g_strdup (self->system_prompt);
   GST_OBJECT_UNLOCK (self);
@@ -569,6 +572,7 @@ gst_avq_answer_set_property (GObject *object, guint prop_id, const GValue *value
     case PROP_MAX_BATCH: self->max_batch = g_value_get_uint (value); break;
     case PROP_TEMPERATURE: self->temperature = g_value_get_float (value); break;
     case PROP_TOP_P: self->top_p = g_value_get_float (value); break;
+    case PROP_TOP_K: self->top_k = g_value_get_uint (value); break;
     case PROP_SEED: self->seed = g_value_get_uint (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
@@ -594,6 +598,7 @@ gst_avq_answer_get_property (GObject *object, guint prop_id, GValue *value, GPar
     case PROP_MAX_BATCH: g_value_set_uint (value, self->max_batch); break;
     case PROP_TEMPERATURE: g_value_set_float (value, self->temperature); break;
     case PROP_TOP_P: g_value_set_float (value, self->top_p); break;
+    case PROP_TOP_K: g_value_set_uint (value, self->top_k); break;
     case PROP_SEED: g_value_set_uint (value, self->seed); break;
     case PROP_STATS: {
       guint64 batches = 0, batched = 0;
@@ -678,11 +683,17 @@ gst_avq_answer_class_init (GstAvqAnswerClass *klass)
           "likely tokens whose probability reaches top-p (1: from all of them; used only "
           "when temperature is above 0)",
           1e-6f, 1.0f, DEFAULT_TOP_P, rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_TOP_K,
+      g_param_spec_uint ("top-k", "Top k",
+          "Sample each token among the top-k most likely only, before top-p applies "
+          "(0: no limit; HF transformers' generate uses 50 unless told otherwise; "
+          "used only when temperature is above 0)",
+          0, 1000000, DEFAULT_TOP_K, rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_SEED,
       g_param_spec_uint ("seed", "Seed",
           "Random seed for sampling (used only when temperature is above 0): the same frame, "
           "question and seed give the same answer. Elements sharing a pool batch together "
-          "only questions with equal temperature, top-p, seed, max-new-tokens and "
+          "only questions with equal temperature, top-p, top-k, seed, max-new-tokens and "
           "system-prompt, and within a batch question i samples from seed + i",
           0, G_MAXUINT, DEFAULT_SEED, rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_SYSTEM_PROMPT,
@@ -776,6 +787,7 @@ gst_avq_answer_init (GstAvqAnswer *self)
   self->max_batch = DEFAULT_MAX_BATCH;
   self->temperature = DEFAULT_TEMPERATURE;
   self->top_p = DEFAULT_TOP_P;
+  self->top_k = DEFAULT_TOP_K;
   self->seed = DEFAULT_SEED;
   g_queue_init (&self->oneoff_questions);
   g_queue_init (&self->ready);

@@ -127,7 +127,7 @@ static gboolean
 same_options (const AvqAskOptions *a, const AvqAskOptions *b)
 {
   return a->max_new_tokens == b->max_new_tokens && a->temperature == b->temperature &&
-         a->top_p == b->top_p && a->seed == b->seed &&
+         a->top_p == b->top_p && a->top_k == b->top_k && a->seed == b->seed &&
          g_strcmp0 (a->system_prompt, b->system_prompt) == 0;
 }
 

@@ -147,6 +147,7 @@ generate_options_of (const AvqAskOptions *options, AvqGenerateOptions *gen)
   gen->max_new_tokens = options->max_new_tokens;
   gen->temperature = options->temperature;
   gen->top_p = options->top_p;
+  gen->top_k = options->top_k;
   gen->seed = options->seed;
 }
 

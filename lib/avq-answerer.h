@@ -23,6 +23,7 @@ typedef struct {
   int max_new_tokens;      /* default 64 */
   float temperature;       /* <= 0: greedy (default) */
   float top_p;             /* default 1 */
+  int top_k;               /* > 0: sample among the top_k most likely; default 0: all */
   guint32 seed;
   const char *system_prompt; /* NULL: the llava-hf template without one */
 } AvqAskOptions;

@@ -156,6 +156,11 @@ options_or_defaults (const AvqGenerateOptions **options, AvqGenerateOptions *def
                  "top_p must be > 0 (got %g)", (*options)->top_p);
     return FALSE;
   }
+  if ((*options)->top_k < 0) {
+    g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                 "top_k must be >= 0 (got %d; 0: no limit)", (*options)->top_k);
+    return FALSE;
+  }
   return TRUE;
 }
 
@@ -172,6 +177,7 @@ chooser_init (Chooser *ch, const AvqGenerateOptions *options, guint32 seed)
 {
   ch->rule.temperature = options->temperature;
   ch->rule.top_p = MIN (options->top_p, 1.0f);
+  ch->rule.top_k = options->top_k;
   ch->rng = options->temperature > 0 ? g_rand_new_with_seed (seed) : NULL;
   ch->k = ch->rng ? AVQ_SAMPLING_CANDIDATES : 1;
 }

@@ -27,6 +27,8 @@ typedef struct {
    * how the device's candidates serve it: avq-sampling.h). */
   float temperature;      /* default 0 */
   float top_p;            /* default 1 */
+  int top_k;              /* > 0: sample among the top_k most likely only
+                           * (HF's generate defaults to 50); default 0: all */
   guint32 seed;           /* for sampling; same seed, same tokens */
   int eos_token_id;       /* default -1: the model's eos_token_id */
   AvqTokenFunc on_token;  /* may be NULL */

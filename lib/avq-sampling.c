@@ -110,14 +110,27 @@ avq_sample_candidates (const AvqSamplingRule *rule, const AvqTokenCandidates *c,
   const float t = rule->temperature;
   if (!(t > 0) || !(c->sum > 0) || !isfinite (c->max))
     return c->id[0];
+  /* the pool: the top_k (when the candidates hold them all), or the row */
+  int pool = c->n;
+  double total = c->sum;
+  gboolean whole = c->complete;   /* the candidates hold the whole pool */
+  if (rule->top_k > 0 && (rule->top_k <= c->n || c->complete)) {
+    pool = MIN (rule->top_k, c->n);
+    total = 0;
+    for (int j = 0; j < pool; j++)
+      total += expf ((c->logit[j] - c->max) / t);
+    whole = TRUE;
+  } else if (rule->top_k > 0) {
+    return -1;   /* the pool goes on past these candidates */
+  }
   /* the nucleus: its length and sum */
-  int keep = c->n;
-  double kept = c->sum;
+  int keep = pool;
+  double kept = total;
   if (rule->top_p < 1.0f) {
-    const double limit = (double) rule->top_p * c->sum;
+    const double limit = (double) rule->top_p * total;
     double cum = 0;
     keep = -1;
-    for (int j = 0; j < c->n; j++) {
+    for (int j = 0; j < pool; j++) {
       cum += expf ((c->logit[j] - c->max) / t);
       if (cum >= limit) {
         keep = j + 1;
@@ -125,9 +138,9 @@ avq_sample_candidates (const AvqSamplingRule *rule, const AvqTokenCandidates *c,
       }
     }
     if (keep < 0) {
-      if (!c->complete)
+      if (!whole)
         return -1;   /* the nucleus goes on past these candidates */
-      keep = c->n;
+      keep = pool;
     }
     kept = cum;
   }
@@ -140,7 +153,7 @@ avq_sample_candidates (const AvqSamplingRule *rule, const AvqTokenCandidates *c,
   }
   /* Past the nucleus's end only by rounding when the nucleus is complete
    * here; otherwise the draw lies in the part of the row not held. */
-  if (c->complete || rule->top_p < 1.0f)
+  if (whole || rule->top_p < 1.0f)
     return c->id[keep - 1];
   return -1;
 }

@@ -13,13 +13,18 @@
  * is the one the whole row gives, whichever way it was reached.
  *
  * The rule, for temperature T > 0, with p_i = expf ((l_i - max) / T)
- * (0 for NaN) and S = sum of p_i over the row (double):
- *   walk the row in candidate order; the nucleus is the shortest prefix
- *   whose sum reaches top_p S (all of it when top_p >= 1, its sum then
- *   being S); the token is the first in the nucleus at which the running
- *   sum exceeds r times the nucleus sum, r in [0, 1) the caller's draw
- *   (the nucleus's last token if rounding leaves r just above).
- * T <= 0 is greedy: the first candidate. */
+ * (0 for NaN), in candidate order:
+ *   the pool is the first top_k tokens (the whole row when top_k <= 0),
+ *   S the sum of its p_i (double; the row's sum when it is the row);
+ *   the nucleus is the pool's shortest prefix whose sum reaches top_p S
+ *   (the whole pool when top_p >= 1, its sum then being S); the token is
+ *   the first in the nucleus at which the running sum exceeds r times the
+ *   nucleus sum, r in [0, 1) the caller's draw (the nucleus's last token
+ *   if rounding leaves r just above).
+ * T <= 0 is greedy: the first candidate. This is HF's order of warpers
+ * (temperature, top-k, top-p); HF's generate samples with top_k = 50
+ * unless told otherwise, this rule with top_k = 0. With 0 < top_k <=
+ * AVQ_SAMPLING_CANDIDATES a device's candidates always decide. */
 #pragma once
 #include <glib.h>
 
@@ -30,7 +35,8 @@ G_BEGIN_DECLS
 
 typedef struct {
   float temperature;   /* <= 0: greedy */
-  float top_p;         /* in (0, 1]; >= 1: the whole row */
+  float top_p;         /* in (0, 1]; >= 1: the whole pool */
+  int top_k;           /* > 0: the pool is the top_k most likely; <= 0: all */
 } AvqSamplingRule;
 
 typedef struct {

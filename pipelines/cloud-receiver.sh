@@ -31,6 +31,8 @@
 #   --temperature T    sample answers at temperature T, 0..100 (0: greedy,
 #                      the default)
 #   --top-p P          nucleus sampling threshold, above 0 and up to 1 (1)
+#   --top-k K          sample among the K most likely tokens only (0: all,
+#                      the default; HF's generate uses 50)
 #   --seed S           sampling seed, 0..4294967295 (0): the same frame,
 #                      question and seed give the same answer
 #   --wait-for-answer  hold each asked frame until answered (files, tests)
@@ -48,7 +50,7 @@ set -euo pipefail
 host=0.0.0.0 port=5000 model=$avq_default_model avq=$avq_default_avq sdp="" pt=96
 question="What is in the picture?" interval=25 max_tokens=64 wait=0 threads=""
 latency=200 frames=0 idle=0 dry=0 cameras=1 pool="" max_batch=8
-temperature="" top_p="" seed=""
+temperature="" top_p="" top_k="" seed=""
 usage () { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 need () { [ $# -ge 2 ] || avq_die "$1 needs a value"; }
 while [ $# -gt 0 ]; do
@@ -67,6 +69,7 @@ while [ $# -gt 0 ]; do
     --max-new-tokens) need "$@"; max_tokens=$2; shift 2 ;;
     --temperature) need "$@"; temperature=$2; shift 2 ;;
     --top-p) need "$@"; top_p=$2; shift 2 ;;
+    --top-k) need "$@"; top_k=$2; shift 2 ;;
     --seed) need "$@"; seed=$2; shift 2 ;;
     --wait-for-answer) wait=1; shift ;;
     --threads) need "$@"; threads=$2; shift 2 ;;
@@ -90,6 +93,10 @@ in_range () { awk -v v="$1" -v lo="$2" -v hi="$3" -v open="$4" \
 if [ -n "$seed" ]; then
   case $seed in *[!0-9]*|???????????*) avq_die "--seed needs a whole number 0..4294967295, not '$seed'" ;; esac
   [ $((10#$seed)) -le 4294967295 ] || avq_die "--seed must be at most 4294967295"
+fi
+if [ -n "$top_k" ]; then
+  case $top_k in ''|*[!0-9]*|????????*) avq_die "--top-k needs a whole number 0..1000000, not '$top_k'" ;; esac
+  [ $((10#$top_k)) -le 1000000 ] || avq_die "--top-k must be at most 1000000"
 fi
 
 if [ -n "$sdp" ]; then
@@ -138,6 +145,7 @@ answer=(avqanswer "model=$model" "avq=$avq" "question=$question" "interval=$inte
         "max-new-tokens=$max_tokens")
 [ -z "$temperature" ] || answer+=("temperature=$temperature")
 [ -z "$top_p" ] || answer+=("top-p=$top_p")
+[ -z "$top_k" ] || answer+=("top-k=$((10#$top_k))")
 [ -z "$seed" ] || answer+=("seed=$((10#$seed))")
 [ -z "$pool" ] || answer+=("pool=$pool" "max-batch=$max_batch")
 [ "$wait" = 0 ] || answer+=(wait-for-answer=true)

@@ -345,6 +345,8 @@ test_usage_errors (void)
     { 1, "bogus.avq", run_avq ("inspect", bogus, NULL) },
     { 1, "bogus.avq", run_avq ("features", "--model", model, "--avq", avq, "-o", out, bogus, NULL) },
     { 2, "--question is required", run_avq ("ask", "--model", model, "x.png", NULL) },
+    { 2, "--top-p in (0, 1]", run_avq ("ask", "--model", model, "--question", "q", "--top-p", "0", "x.png", NULL) },
+    { 2, "--top-k must be >= 0", run_avq ("ask", "--model", model, "--question", "q", "--top-k", "-1", "x.png", NULL) },
   };
   for (gsize i = 0; i < G_N_ELEMENTS (checks); i++) {
     if (checks[i].r.status != checks[i].status || strstr (checks[i].r.err, checks[i].needle) == NULL)

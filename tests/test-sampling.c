@@ -134,6 +134,7 @@ test_candidates_decide_as_row (void)
 {
   const float temps[] = { 0.0f, 0.05f, 0.7f, 1.0f, 5.0f, 100.0f };
   const float top_ps[] = { 1e-9f, 0.1f, 0.5f, 0.9f, 0.99f, 1.0f };
+  const int top_ks[] = { 0, 1, 5, 64, 300 };
   const int ks[] = { 1, 4, 64, 256 };
   const int n = 3000;
   int decided = 0, undecided = 0;
@@ -147,9 +148,10 @@ test_candidates_decide_as_row (void)
         AvqTokenCandidates c;
         avq_token_candidates_init (&c, ks[ki]);
         avq_token_candidates_from_logits (x, n, ks[ki], temps[ti], &c);
-        for (guint pi = 0; pi < G_N_ELEMENTS (top_ps); pi++) {
-          AvqSamplingRule rule = { temps[ti], top_ps[pi] };
-          for (int d = 0; d < 40; d++) {
+        for (guint pi = 0; pi < G_N_ELEMENTS (top_ps) * G_N_ELEMENTS (top_ks); pi++) {
+          AvqSamplingRule rule = { temps[ti], top_ps[pi % G_N_ELEMENTS (top_ps)],
+                                   top_ks[pi / G_N_ELEMENTS (top_ps)] };
+          for (int d = 0; d < 12; d++) {
             double r = d < 2 ? (d ? 0.999999999 : 0.0) : g_rand_double (rng);
             int full = avq_sample_candidates (&rule, &whole, r);
             g_assert_cmpint (full, >=, 0);
@@ -158,6 +160,8 @@ test_candidates_decide_as_row (void)
             if (part < 0) {
               undecided++;
               g_assert_true (temps[ti] > 0);
+              /* a top_k the candidates hold always decides */
+              g_assert_false (rule.top_k > 0 && rule.top_k <= ks[ki]);
             } else {
               decided++;
               g_assert_cmpint (part, ==, full);
@@ -180,7 +184,7 @@ test_distribution (void)
 {
   const float x[] = { 1.0f, 3.0f, 2.0f, 3.0f, -1.0f, NAN };
   const int n = G_N_ELEMENTS (x);
-  AvqSamplingRule greedy = { 0, 1 };
+  AvqSamplingRule greedy = { 0, 1, 0 };
   g_assert_cmpint (avq_sample_logits (&greedy, x, n, 0.5), ==, 1);
 
   const float t = 1.5f;
@@ -189,10 +193,10 @@ test_distribution (void)
     p[i] = isnan (x[i]) ? 0 : exp ((x[i] - 3.0) / t);
     sum += p[i];
   }
-  for (int nucleus = 0; nucleus < 2; nucleus++) {
+  for (int nucleus = 0; nucleus < 3; nucleus++) {
     /* top_p 0.75: tokens 1 and 3 hold 0.70 of the mass, token 2 brings it
-     * over: the nucleus is {1, 3, 2} */
-    AvqSamplingRule rule = { t, nucleus ? 0.75f : 1.0f };
+     * over: the nucleus is {1, 3, 2}; so is top_k 3 (with top_p 1) */
+    AvqSamplingRule rule = { t, nucleus == 1 ? 0.75f : 1.0f, nucleus == 2 ? 3 : 0 };
     double kept = nucleus ? p[1] + p[3] + p[2] : sum;
     int counts[G_N_ELEMENTS (x)] = { 0 };
     const int draws = 200000;
@@ -211,7 +215,7 @@ test_distribution (void)
 static void
 test_degenerate (void)
 {
-  AvqSamplingRule rule = { 1.0f, 0.9f };
+  AvqSamplingRule rule = { 1.0f, 0.9f, 0 };
   const float all_nan[] = { NAN, NAN, NAN };
   g_assert_cmpint (avq_sample_logits (&rule, all_nan, 3, 0.5), ==, 0);
   const float with_inf[] = { 0, INFINITY, 5, INFINITY };

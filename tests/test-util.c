@@ -170,7 +170,8 @@ avq_test_assert_sampling_as_rows (AvqLlama *llama, const int *prompt_ids, int n_
   g_assert_true (avq_llava_prefill (llama, prompt_ids, n_ids, features, n_rows,
                                     logits, &error));
   g_assert_no_error (error);
-  const AvqSamplingRule rule = { options->temperature, MIN (options->top_p, 1.0f) };
+  const AvqSamplingRule rule = { options->temperature, MIN (options->top_p, 1.0f),
+                                 options->top_k };
   g_autoptr (GRand) draws = g_rand_new_with_seed (options->seed);
   for (int i = 0; i < options->max_new_tokens; i++) {
     double r = options->temperature > 0 ? g_rand_double (draws) : 0;
@@ -183,8 +184,9 @@ avq_test_assert_sampling_as_rows (AvqLlama *llama, const int *prompt_ids, int n_
       g_assert_no_error (error);
     }
   }
-  g_test_message ("T %g, top_p %g: %u tokens, %d of %d steps fetched whole rows",
-                  options->temperature, options->top_p, got->len, st.rows_fetched,
+  g_test_message ("T %g, top_p %g, top_k %d: %u tokens, %d of %d steps fetched whole rows",
+                  options->temperature, options->top_p, options->top_k, got->len,
+                  st.rows_fetched,
                   MAX (st.generated - 1, 0));
   g_assert_cmpmem (got->data, got->len * sizeof (int), want->data,
                    want->len * sizeof (int));
@@ -199,7 +201,9 @@ avq_test_assert_sampling_rules_as_rows (AvqLlama *llama, const int *prompt_ids,
 {
   const struct {
     float t, top_p;
-  } rules[] = { { 0, 1 }, { 0.05f, 0.9f }, { 1, 1 }, { 1, 0.5f }, { 30, 0.95f } };
+    int top_k;
+  } rules[] = { { 0, 1, 0 },    { 0.05f, 0.9f, 0 }, { 1, 1, 0 },  { 1, 0.5f, 0 },
+                { 30, 0.95f, 0 }, { 30, 0.95f, 40 }, { 1, 1, 300 } };
   int fetched = 0;
   for (guint i = 0; i < G_N_ELEMENTS (rules); i++) {
     AvqGenerateOptions opts;
@@ -207,11 +211,13 @@ avq_test_assert_sampling_rules_as_rows (AvqLlama *llama, const int *prompt_ids,
     opts.max_new_tokens = max_new;
     opts.temperature = rules[i].t;
     opts.top_p = rules[i].top_p;
+    opts.top_k = rules[i].top_k;
     opts.seed = 11 + i;
     AvqGenerateStats st;
     avq_test_assert_sampling_as_rows (llama, prompt_ids, n_ids, features, n_rows,
                                       &opts, &st);
-    if (rules[i].t == 0)
+    /* greedy, and a top_k the candidates hold, never need the row */
+    if (rules[i].t == 0 || (rules[i].top_k > 0 && rules[i].top_k <= AVQ_SAMPLING_CANDIDATES))
       g_assert_cmpint (st.rows_fetched, ==, 0);
     fetched += st.rows_fetched;
   }

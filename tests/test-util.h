@@ -55,8 +55,9 @@ void avq_test_assert_sampling_as_rows (AvqLlama *llama, const int *prompt_ids,
                                        AvqGenerateStats *stats);
 /* avq_test_assert_sampling_as_rows over a fixed set of rules (greedy, a
  * sharp nucleus that the candidates decide, flat rows that fetch whole
- * rows), `max_new` tokens each; returns the steps that fetched whole rows
- * (asserting none when greedy). */
+ * rows, top-k within and past the candidates), `max_new` tokens each;
+ * returns the steps that fetched whole rows (asserting none when greedy
+ * or when the top_k is within the candidates). */
 int avq_test_assert_sampling_rules_as_rows (AvqLlama *llama, const int *prompt_ids,
                                             int n_ids, const float *features,
                                             int n_rows, int max_new);

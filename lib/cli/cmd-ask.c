@@ -27,7 +27,7 @@ avq_cmd_ask (int argc, char **argv)
 {
   g_autofree char *model_dir = NULL, *avq_path = NULL, *question = NULL,
                   *mode_name = NULL, *system_prompt = NULL;
-  int max_new_tokens = 64, threads = 0, seed = 0;
+  int max_new_tokens = 64, threads = 0, seed = 0, top_k = 0;
   g_autofree char *device_name = NULL;
   double temperature = 0, top_p = 1;
   gboolean print_ids = FALSE;
@@ -38,6 +38,7 @@ avq_cmd_ask (int argc, char **argv)
     { "max-new-tokens", 'n', 0, G_OPTION_ARG_INT, &max_new_tokens, "Most tokens to generate (default 64)", "N" },
     { "temperature", 0, 0, G_OPTION_ARG_DOUBLE, &temperature, "Sampling temperature (0: greedy, the default)", "T" },
     { "top-p", 0, 0, G_OPTION_ARG_DOUBLE, &top_p, "Nucleus sampling threshold (default 1)", "P" },
+    { "top-k", 0, 0, G_OPTION_ARG_INT, &top_k, "Sample among the K most likely tokens only (default 0: all; HF's generate uses 50)", "K" },
     { "seed", 0, 0, G_OPTION_ARG_INT, &seed, "Sampling seed (default 0)", "S" },
     { "system-prompt", 0, 0, G_OPTION_ARG_STRING, &system_prompt, "Text put before the conversation", "TEXT" },
     { "preprocess", 'p', 0, G_OPTION_ARG_STRING, &mode_name, "Preprocessing of an image input: crop (default) or pad", "crop|pad" },
@@ -62,6 +63,8 @@ avq_cmd_ask (int argc, char **argv)
     return avq_cli_usage_error (context, "ask", "--max-new-tokens must be 1..4096");
   if (temperature < 0 || !(top_p > 0 && top_p <= 1))
     return avq_cli_usage_error (context, "ask", "--temperature must be >= 0 and --top-p in (0, 1]");
+  if (top_k < 0)
+    return avq_cli_usage_error (context, "ask", "--top-k must be >= 0 (0: no limit)");
   AvqPreprocessMode mode = AVQ_PREPROCESS_CROP;
   if (mode_name != NULL && !avq_preprocess_mode_from_string (mode_name, &mode))
     return avq_cli_usage_error (context, "ask", "--preprocess must be crop or pad");
@@ -88,6 +91,7 @@ avq_cmd_ask (int argc, char **argv)
   ask.max_new_tokens = max_new_tokens;
   ask.temperature = (float) temperature;
   ask.top_p = (float) top_p;
+  ask.top_k = top_k;
   ask.seed = (guint32) seed;
   ask.system_prompt = system_prompt;
 

@@ -3,7 +3,7 @@
  * the cat doing?"; the answer arrives as GstAvqAnswerMeta, an "avq-answer"
  * bus message and the "answer" signal; one-off questions through "ask";
  * background answering (wait-for-answer=false) and EOS; the interval
- * property; the sampling properties (temperature, top-p, seed); caps that
+ * property; the sampling properties (temperature, top-p, top-k, seed); caps that
  * do not match the AVQ file, damaged frames and loading failures. Every
  * wait is bounded. */
 #include <gst/check/gstcheck.h>
@@ -1034,10 +1034,15 @@ GST_START_TEST (test_sampling)
   fail_unless_equals_int (G_PARAM_SPEC_UINT (spec)->minimum, 0);
   fail_unless (G_PARAM_SPEC_UINT (spec)->maximum == G_MAXUINT);
   fail_unless (spec->flags & GST_PARAM_MUTABLE_PLAYING);
-  /* all three are in the element's property list (what gst-inspect
+  spec = g_object_class_find_property (klass, "top-k");
+  fail_unless (spec != NULL && G_IS_PARAM_SPEC_UINT (spec));
+  fail_unless_equals_int (G_PARAM_SPEC_UINT (spec)->default_value, 0);
+  fail_unless_equals_int (G_PARAM_SPEC_UINT (spec)->minimum, 0);
+  fail_unless (spec->flags & GST_PARAM_MUTABLE_PLAYING);
+  /* all four are in the element's property list (what gst-inspect
    * shows), each with a blurb */
   {
-    static const gchar *names[] = { "temperature", "top-p", "seed" };
+    static const gchar *names[] = { "temperature", "top-p", "top-k", "seed" };
     guint n_specs = 0, found = 0;
     GParamSpec **specs = g_object_class_list_properties (klass, &n_specs);
 
@@ -1064,6 +1069,15 @@ GST_START_TEST (test_sampling)
   g_object_set (e, "temperature", 100.0f, "top-p", 1e-6f, NULL);
   g_object_get (e, "temperature", &temperature, "top-p", &top_p, NULL);
   fail_unless (temperature == 100.0f && top_p == 1e-6f);
+  {
+    guint top_k = 1;
+
+    g_object_get (e, "top-k", &top_k, NULL);
+    fail_unless_equals_int (top_k, 0);
+    g_object_set (e, "top-k", 50, NULL);
+    g_object_get (e, "top-k", &top_k, NULL);
+    fail_unless_equals_int (top_k, 50);
+  }
   gst_object_unref (e);
 
   /* (2) the default element answers greedily: temperature 0 set
@@ -1127,6 +1141,14 @@ GST_START_TEST (test_sampling)
     fail_unless_equals_string (answer, def.answer[0]);
     g_free (answer);
 
+    /* sampling among the single most likely token is greedy */
+    g_object_set (h->element, "temperature", 1.0f, "top-k", 1, NULL);
+    answer = push_for_answer (h, bus, s, FRAME_DURATION + FRAME_DURATION / 2,
+        &tokens);
+    fail_unless_equals_string (answer, def.answer[0]);
+    g_free (answer);
+    g_object_set (h->element, "top-k", 0, NULL);
+
     g_object_set (h->element, "temperature", 2.5f, "top-p", 0.5f, "seed",
         8, NULL);
     g_object_get (h->element, "temperature", &temperature, "top-p", &top_p,
@@ -1136,7 +1158,7 @@ GST_START_TEST (test_sampling)
     GST_INFO ("sampled (T 2.5, top-p 0.5, seed 8): '%s' (%u tokens)", answer,
         tokens);
     g_free (answer);
-    fail_unless_equals_uint64 (stats_get (h->element, "answers"), 3);
+    fail_unless_equals_uint64 (stats_get (h->element, "answers"), 4);
     fail_unless_equals_uint64 (stats_get (h->element, "failed"), 0);
     answer_teardown (h, bus);
   }
