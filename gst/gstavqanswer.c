@@ -694,7 +694,7 @@ gst_avq_answer_class_init (GstAvqAnswerClass *klass)
           "Random seed for sampling (used only when temperature is above 0): the same frame, "
           "question and seed give the same answer. Elements sharing a pool batch together "
           "only questions with equal temperature, top-p, top-k, seed, max-new-tokens and "
-          "system-prompt, and within a batch question i samples from seed + i",
+          "system-prompt; a batched question samples as it would alone",
           0, G_MAXUINT, DEFAULT_SEED, rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_SYSTEM_PROMPT,
       g_param_spec_string ("system-prompt", "System prompt",

@@ -56,8 +56,9 @@ AvqAnswer *avq_answerer_ask_image (AvqAnswerer *answerer, const AvqImage *image,
 /* Answers n (frame, question) pairs together: every frame's features in one
  * batched vision pass (avq_engine_decode_frames), then the questions as the
  * sequences of one batched generation (avq_llava_generate_batch). Greedy
- * answers equal avq_answerer_ask_frame's for each pair; with sampling, pair
- * i samples from seed + i. answers[i] receives pair i's answer (all NULL on
+ * and sampled answers equal avq_answerer_ask_frame's for each pair with the
+ * same options (every pair samples from options->seed, whatever its place
+ * in the batch). answers[i] receives pair i's answer (all NULL on
  * error); each answer's vision_ms is the batch's vision pass, prefill_ms
  * and decode_ms its own sequence's. */
 gboolean avq_answerer_ask_frames (AvqAnswerer *answerer,

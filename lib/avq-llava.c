@@ -314,9 +314,9 @@ avq_llava_generate_batch (AvqLlama *llama, const AvqLlavaRequest *requests, int 
   g_autofree int *seqs = g_new (int, n), *toks = g_new (int, n), *next = g_new (int, n);
   Chooser *ch = g_new0 (Chooser, n);
   AvqTokenCandidates *cand = g_new0 (AvqTokenCandidates, n);
-  /* request i samples from seed + i */
+  /* every request draws as it would alone: from options->seed */
   for (int i = 0; i < n; i++) {
-    chooser_init (&ch[i], options, options->seed + (guint32) i);
+    chooser_init (&ch[i], options, options->seed);
     avq_token_candidates_init (&cand[i], ch[i].k);
   }
 

@@ -85,10 +85,12 @@ typedef struct {
  * max_new_tokens. out_ids[i] (GArray of int) receives request i's tokens;
  * stats (may be NULL) is [n]: prefill_ms is the request's own prefill,
  * decode_ms the time from the end of the last prefill to its last token.
- * With greedy options every answer equals what avq_llava_generate gives
- * for that request alone (the batched step sums in another order, so a
- * near tie of two logits, within ~1e-6 relative, could go the other way);
- * with sampling, request i samples from seed + i. Every prompt is checked
+ * Every answer equals what avq_llava_generate gives for that request alone
+ * with the same options: with sampling, each request draws from its own
+ * random stream seeded with options->seed, so an answer does not depend on
+ * the batch it met (the batched step sums in another order, so a near tie
+ * of two logits, or a draw within ~1e-6 of a boundary between two tokens,
+ * could go the other way). Every prompt is checked
  * before any sequence changes; errors name the request. on_token is not
  * called (use the per-request results). */
 gboolean avq_llava_generate_batch (AvqLlama *llama,

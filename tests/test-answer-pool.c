@@ -105,6 +105,36 @@ test_ask_frames (gconstpointer data)
   g_clear_pointer (&batch[0], avq_answer_free);
   g_clear_pointer (&batch[1], avq_answer_free);
 
+  /* Sampled answers too: every pair samples from the seed as it would
+   * alone, whatever its place in the batch (the same frame twice gives the
+   * same sampled answer twice). */
+  AvqAskOptions sampled = ask;
+  sampled.temperature = 1.0f;
+  sampled.top_p = 0.9f;
+  sampled.top_k = 300;
+  sampled.seed = 21;
+  AvqAnswer *sampled_single[N_IMAGES];
+  single_answers (answerer, frames, &sampled, sampled_single);
+  g_assert_true (avq_answerer_ask_frames (answerer, (const AvqFrame *const *) frames,
+                                          questions, N_IMAGES, &sampled, batch, &error));
+  g_assert_no_error (error);
+  for (int i = 0; i < N_IMAGES; i++) {
+    g_autofree char *what = g_strdup_printf ("sampled batch of 3, pair %d", i);
+    assert_same_answer (batch[i], sampled_single[i], what);
+    g_clear_pointer (&batch[i], avq_answer_free);
+  }
+  const AvqFrame *reordered[2] = { frames[2], frames[1] };
+  const char *reordered_questions[2] = { questions[2], questions[1] };
+  g_assert_true (avq_answerer_ask_frames (answerer, reordered, reordered_questions, 2,
+                                          &sampled, batch, &error));
+  g_assert_no_error (error);
+  assert_same_answer (batch[0], sampled_single[2], "sampled, pair 2 first");
+  assert_same_answer (batch[1], sampled_single[1], "sampled, pair 1 second");
+  g_clear_pointer (&batch[0], avq_answer_free);
+  g_clear_pointer (&batch[1], avq_answer_free);
+  for (int i = 0; i < N_IMAGES; i++)
+    avq_answer_free (sampled_single[i]);
+
   /* The single path still works after batches (sequence 0 reused). */
   g_autoptr (AvqAnswer) again = avq_answerer_ask_frame (answerer, frames[2], questions[2],
                                                         &ask, &error);
