@@ -941,22 +941,9 @@ cuda_step (AvqLlama *llama, int n, const int *seqs, const int *tokens,
   if (o->k <= 0)
     return avq_cuda_llama_decode_batch (llama->cuda, n, seqs, tokens, pos, o->logits,
                                         NULL, error);
-  const int k = o->k;
-  g_autofree float *cand = g_new (float, (gsize) n * k), *stats = g_new (float, 2 * n);
-  g_autofree int *ids = g_new (int, (gsize) n * k);
-  if (!avq_cuda_llama_decode_batch_candidates (llama->cuda, n, seqs, tokens, pos, k,
-                                               o->temperature, cand, ids, stats,
-                                               error))
+  if (!avq_cuda_llama_decode_batch_candidates (llama->cuda, n, seqs, tokens, pos, o->k,
+                                               o->temperature, o->out, error))
     return FALSE;
-  for (int i = 0; i < n; i++) {
-    AvqTokenCandidates *c = &o->out[i];
-    memcpy (c->logit, cand + (gsize) i * k, sizeof (float) * k);
-    memcpy (c->id, ids + (gsize) i * k, sizeof (int) * k);
-    c->n = k;
-    c->complete = k == llama->vocab;
-    c->max = stats[2 * i];
-    c->sum = stats[2 * i + 1];
-  }
   llama->step_rows = n;
   return TRUE;
 }

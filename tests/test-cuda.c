@@ -1327,11 +1327,12 @@ test_llm_candidates (void)
   }
   const float temps[] = { 0.0f, 0.7f, 2.0f, 0.7f, 5.0f, 0.3f };
   const int ks[] = { 7, 7, 7, 7, KMAX, KMAX };
-  float cand[NSEQ * KMAX], stats[2 * NSEQ], row[G_VOCAB];
-  int ids[NSEQ * KMAX];
+  float row[G_VOCAB];
   double worst_sum = 0;
-  AvqTokenCandidates host;
+  AvqTokenCandidates host, dev[NSEQ];
   avq_token_candidates_init (&host, KMAX);
+  for (int i = 0; i < NSEQ; i++)
+    avq_token_candidates_init (&dev[i], KMAX);
   for (guint step = 0; step < G_N_ELEMENTS (temps); step++) {
     const int seqs[NSEQ] = { 2, 0, 1 }, k = ks[step];
     int toks[NSEQ], pos[NSEQ];
@@ -1340,23 +1341,24 @@ test_llm_candidates (void)
       pos[i] = lens[seqs[i]] + (int) step;
     }
     g_assert_true (avq_cuda_llama_decode_batch_candidates (d->cl, NSEQ, seqs, toks, pos,
-                                                           k, temps[step], cand, ids,
-                                                           stats, &error));
+                                                           k, temps[step], dev, &error));
     g_assert_no_error (error);
     for (int i = 0; i < NSEQ; i++) {
       g_assert_true (avq_cuda_llama_step_logits (d->cl, i, row, &error));
       g_assert_no_error (error);
       avq_token_candidates_from_logits (row, G_VOCAB, k, temps[step], &host);
       g_assert_cmpint (host.n, ==, k);
-      g_assert_cmpmem (ids + i * k, k * sizeof (int), host.id, k * sizeof (int));
-      g_assert_cmpmem (cand + i * k, k * sizeof (float), host.logit, k * sizeof (float));
-      g_assert_cmpfloat (stats[2 * i], ==, host.max);
+      g_assert_cmpint (dev[i].n, ==, k);
+      g_assert_cmpint (dev[i].complete, ==, host.complete);
+      g_assert_cmpmem (dev[i].id, k * sizeof (int), host.id, k * sizeof (int));
+      g_assert_cmpmem (dev[i].logit, k * sizeof (float), host.logit, k * sizeof (float));
+      g_assert_cmpfloat (dev[i].max, ==, host.max);
       if (temps[step] > 0) {
-        const double rel = fabs (stats[2 * i + 1] - host.sum) / host.sum;
+        const double rel = fabs (dev[i].sum - host.sum) / host.sum;
         worst_sum = MAX (worst_sum, rel);
         g_assert_cmpfloat (rel, <=, 1e-5);
       } else {
-        g_assert_cmpfloat (stats[2 * i + 1], ==, 0);
+        g_assert_cmpfloat (dev[i].sum, ==, 0);
       }
     }
     g_assert_false (avq_cuda_llama_step_logits (d->cl, NSEQ, row, &error));
@@ -1370,9 +1372,18 @@ test_llm_candidates (void)
   g_assert_false (avq_cuda_llama_decode_batch_candidates (d->cl, 1, (int[]) { 0 },
                                                           (int[]) { 1 }, (int[]) { 20 },
                                                           AVQ_SAMPLING_CANDIDATES + 1,
-                                                          1.0f, cand, ids, stats, &error));
+                                                          1.0f, dev, &error));
   g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
   g_clear_error (&error);
+  /* a row without room for k */
+  AvqTokenCandidates small;
+  avq_token_candidates_init (&small, 3);
+  g_assert_false (avq_cuda_llama_decode_batch_candidates (d->cl, 1, (int[]) { 0 },
+                                                          (int[]) { 1 }, (int[]) { 20 },
+                                                          4, 1.0f, &small, &error));
+  g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  avq_token_candidates_clear (&small);
   /* a prefill forgets the step */
   float one[G_HIDDEN] = { 0 };
   g_assert_true (avq_cuda_llama_prefill_sequence (d->cl, 0, one, 1, 20, NULL, &error));
@@ -1380,6 +1391,8 @@ test_llm_candidates (void)
   g_assert_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT);
   g_clear_error (&error);
   avq_token_candidates_clear (&host);
+  for (int i = 0; i < NSEQ; i++)
+    avq_token_candidates_clear (&dev[i]);
   direct_free (d);
   avq_test_remove_model_dir (dir);
 }

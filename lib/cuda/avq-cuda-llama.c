@@ -863,8 +863,7 @@ typedef struct {
   int *argmax;
   int k;
   float temperature;
-  float *cand_logit, *stats;
-  int *cand_id;
+  AvqTokenCandidates *out;   /* [n] when k > 0 */
 } StepResults;
 
 static gboolean
@@ -920,10 +919,19 @@ run_step (AvqCudaLlama *cl, int n, const int *seqs, const int *tokens,
     for (int i = 0; i < n; i++)
       r->argmax[i] = cl->h_step[STEP_ARGMAX (S) + i];
   if (r->k > 0) {
-    const gsize nk = (gsize) n * r->k;
-    memcpy (r->cand_logit, cl->h_cand, sizeof (float) * nk);
-    memcpy (r->cand_id, cl->h_cand + nk, sizeof (gint32) * nk);
-    memcpy (r->stats, cl->h_cand + 2 * nk, sizeof (float) * 2 * n);
+    const int k = r->k;
+    const gsize nk = (gsize) n * k;
+    const gint32 *ids = (const gint32 *) (cl->h_cand + nk);
+    const float *stats = cl->h_cand + 2 * nk;
+    for (int i = 0; i < n; i++) {
+      AvqTokenCandidates *c = &r->out[i];
+      memcpy (c->logit, cl->h_cand + (gsize) i * k, sizeof (float) * k);
+      memcpy (c->id, ids + (gsize) i * k, sizeof (gint32) * k);
+      c->n = k;
+      c->complete = k == cl->vocab;
+      c->max = stats[2 * i];
+      c->sum = stats[2 * i + 1];
+    }
   }
   return TRUE;
 }
@@ -941,9 +949,8 @@ gboolean
 avq_cuda_llama_decode_batch_candidates (AvqCudaLlama *cl, int n,
                                         const int *seqs, const int *tokens,
                                         const int *positions, int k,
-                                        float temperature, float *cand_logit,
-                                        int *cand_id, float *stats,
-                                        GError **error)
+                                        float temperature,
+                                        AvqTokenCandidates *out, GError **error)
 {
   if (k < 1 || k > AVQ_SAMPLING_CANDIDATES || k > cl->vocab) {
     g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
@@ -951,9 +958,14 @@ avq_cuda_llama_decode_batch_candidates (AvqCudaLlama *cl, int n,
                  MIN (AVQ_SAMPLING_CANDIDATES, cl->vocab));
     return FALSE;
   }
-  const StepResults r = { .k = k, .temperature = temperature,
-                          .cand_logit = cand_logit, .cand_id = cand_id,
-                          .stats = stats };
+  for (int i = 0; i < n; i++)
+    if (out[i].capacity < k) {
+      g_set_error (error, AVQ_ERROR, AVQ_ERROR_INVALID_ARGUMENT,
+                   "CUDA LLaMA: room for %d candidates in row %d, %d asked for",
+                   out[i].capacity, i, k);
+      return FALSE;
+    }
+  const StepResults r = { .k = k, .temperature = temperature, .out = out };
   return run_step (cl, n, seqs, tokens, positions, &r, error);
 }
 

@@ -15,6 +15,7 @@
 #pragma once
 #include <glib.h>
 #include "avq-safetensors.h"
+#include "avq-sampling.h"
 
 G_BEGIN_DECLS
 
@@ -126,19 +127,18 @@ gboolean avq_cuda_llama_decode_batch (AvqCudaLlama *cl, int n, const int *seqs,
 
 /* avq_cuda_llama_decode_batch handing back sampling candidates
  * (lib/avq-sampling.h) made on the device (avq_cuk_top_candidates) instead
- * of logits: row i's first k tokens (1 <= k <= AVQ_SAMPLING_CANDIDATES and
- * <= vocab) -> cand_id[i k + j], their logits cand_logit[i k + j];
- * stats[2 i] the row's largest logit, stats[2 i + 1] its softmax sum at
- * `temperature` (0 when <= 0). The temperature goes to the device with the
- * step's other inputs, so one graph per (n, k) serves every value. The
- * step's logits stay on the device for avq_cuda_llama_step_logits. */
+ * of logits: out[i] (capacity >= k) receives row i's first k tokens
+ * (1 <= k <= AVQ_SAMPLING_CANDIDATES and <= vocab), the row's largest
+ * logit and its softmax sum at `temperature` (0 when <= 0). The
+ * temperature goes to the device with the step's other inputs, so one
+ * graph per (n, k) serves every value. The step's logits stay on the
+ * device for avq_cuda_llama_step_logits. */
 gboolean avq_cuda_llama_decode_batch_candidates (AvqCudaLlama *cl, int n,
                                                  const int *seqs,
                                                  const int *tokens,
                                                  const int *positions, int k,
                                                  float temperature,
-                                                 float *cand_logit,
-                                                 int *cand_id, float *stats,
+                                                 AvqTokenCandidates *out,
                                                  GError **error);
 
 /* Row `row` (< the last decode step's n) of that step's logits, copied

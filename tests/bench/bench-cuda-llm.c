@@ -222,17 +222,17 @@ bench_decode (Bench *b, int n, gboolean graphs, StepOutput output)
     toks[i] = 1 + i;
     pos[i] = PROMPT;
   }
-  const int k = MIN (SAMPLING_K, b->shape->vocab);
-  g_autofree float *cand = g_new (float, (gsize) n * k), *stats = g_new (float, 2 * n);
-  g_autofree int *ids = g_new (int, (gsize) n * k);
+  const int n_cand = MIN (SAMPLING_K, b->shape->vocab);
+  g_autofree AvqTokenCandidates *cand = g_new (AvqTokenCandidates, n);
+  for (int r = 0; r < n; r++)
+    avq_token_candidates_init (&cand[r], n_cand);
   for (int i = -2; i < b->runs; i++) {
     double t = now_ms ();
     if (output == STEP_CANDIDATES) {
-      CHECK (avq_cuda_llama_decode_batch_candidates (b->cl, n, seqs, toks, pos, k,
-                                                     SAMPLING_T, cand, ids, stats,
-                                                     error));
+      CHECK (avq_cuda_llama_decode_batch_candidates (b->cl, n, seqs, toks, pos, n_cand,
+                                                     SAMPLING_T, cand, error));
       for (int r = 0; r < n; r++)
-        next[r] = ids[(gsize) r * k];   /* the most likely: as greedy */
+        next[r] = cand[r].id[0];   /* the most likely: as greedy */
     } else {
       CHECK (avq_cuda_llama_decode_batch (b->cl, n, seqs, toks, pos,
                                           output == STEP_LOGITS ? b->logits : NULL,
@@ -245,6 +245,8 @@ bench_decode (Bench *b, int n, gboolean graphs, StepOutput output)
       pos[k]++;
     }
   }
+  for (int r = 0; r < n; r++)
+    avq_token_candidates_clear (&cand[r]);
   double med = avq_bench_upper_median (b->ms, b->runs);
   g_autofree char *figure =
       output == STEP_LOGITS ? g_strdup_printf ("llm_cuda_decode_b%d_logits", n)
