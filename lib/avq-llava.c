@@ -165,7 +165,7 @@ options_or_defaults (const AvqGenerateOptions **options, AvqGenerateOptions *def
 }
 
 /* How one request chooses its tokens (avq-sampling.h): the rule, its own
- * random stream (NULL when greedy) and the candidate storage of its steps. */
+ * random stream (NULL when greedy) and how many candidates a step needs. */
 typedef struct {
   AvqSamplingRule rule;
   GRand *rng;
@@ -313,7 +313,7 @@ avq_llava_generate_batch (AvqLlama *llama, const AvqLlavaRequest *requests, int 
   g_autofree gboolean *active = g_new0 (gboolean, n);
   g_autofree int *seqs = g_new (int, n), *toks = g_new (int, n), *next = g_new (int, n);
   Chooser *ch = g_new0 (Chooser, n);
-  AvqTokenCandidates *cand = g_new0 (AvqTokenCandidates, n);
+  AvqTokenCandidates *cand = g_new0 (AvqTokenCandidates, n);   /* per step row */
   /* every request draws as it would alone: from options->seed */
   for (int i = 0; i < n; i++) {
     chooser_init (&ch[i], options, options->seed);
@@ -380,20 +380,16 @@ avq_llava_generate_batch (AvqLlama *llama, const AvqLlavaRequest *requests, int 
     }
     if (m == 0)
       break;
-    /* Every row asks for the same k (the options are shared); each row's
-     * candidates land in its request's storage. */
-    g_autofree AvqTokenCandidates *step = g_new (AvqTokenCandidates, m);
-    for (int j = 0; j < m; j++)
-      step[j] = cand[seqs[j]];
+    /* The options are shared: every row asks for the same k, into the
+     * storage of its row (cand[j]). */
     if (!avq_llama_decode_batch_candidates (llama, seqs, toks, m, ch[0].k,
-                                            ch[0].rule.temperature, step, error)) {
+                                            ch[0].rule.temperature, cand, error)) {
       ok = FALSE;
       break;
     }
     for (int j = 0; j < m && ok; j++) {
       const int i = seqs[j];
-      cand[i] = step[j];
-      ok = choose_from_step (&ch[i], llama, &cand[i], j, logits,
+      ok = choose_from_step (&ch[i], llama, &cand[j], j, logits,
                              &st[i].rows_fetched, &next[i], error);
     }
     if (!ok)
