@@ -22,6 +22,7 @@
 #include "avq-safetensors.h"
 #include "cuda/avq-cuda-kernels.h"
 #include "cuda-emu.h"
+#include "cuda-emu-faults.h"
 
 /* ---- runtime ---- */
 
@@ -211,6 +212,33 @@ cudaEventSynchronize (cudaEvent_t event)
   return cudaSuccess;
 }
 
+/* avq_emu_fail_allocation_after: allocations left before the failing one
+ * (< 0: none fails), and allocations counted since the last call. Tests
+ * drive these from one thread. */
+static int fail_after = -1, allocations;
+
+int
+avq_emu_fail_allocation_after (int n)
+{
+  const int made = allocations;
+  fail_after = n;
+  allocations = 0;
+  return made;
+}
+
+/* TRUE when this allocation is the injected failure. */
+static bool
+allocation_fails ()
+{
+  allocations++;
+  if (fail_after < 0)
+    return false;
+  if (fail_after-- > 0)
+    return false;
+  fail_after = -1;
+  return true;
+}
+
 /* Device allocations are poisoned with NaN-like bytes so that a kernel or
  * GEMM reading memory nothing wrote shows up in the results. */
 cudaError_t CUDARTAPI
@@ -218,6 +246,8 @@ cudaMalloc (void **ptr, size_t size)
 {
   if (avq_emu_any_capture ())
     return cudaErrorStreamCaptureUnsupported;
+  if (allocation_fails ())
+    return cudaErrorMemoryAllocation;
   *ptr = g_malloc (size);
   memset (*ptr, 0xff, size);
   return cudaSuccess;
@@ -235,6 +265,8 @@ cudaFree (void *ptr)
 cudaError_t CUDARTAPI
 cudaMallocHost (void **ptr, size_t size)
 {
+  if (allocation_fails ())
+    return cudaErrorMemoryAllocation;
   *ptr = g_malloc0 (size);
   return cudaSuccess;
 }

@@ -27,6 +27,9 @@
 #include <json-glib/json-glib.h>
 #include "cuda/avq-cuda.h"
 #include "cuda/avq-cuda-llama.h"
+#ifdef AVQ_CUDA_EMULATED
+#include "cuda-emu-faults.h"
+#endif
 #endif
 
 #define TOL 1e-2
@@ -444,6 +447,72 @@ test_batch_encode (gconstpointer data)
   for (int b = 0; b < B; b++)
     avq_frame_free (single[b]);
 }
+
+#ifdef AVQ_CUDA_EMULATED
+/* The vision half under the emulation's allocation failures: creating a
+ * CUDA engine fails at each of its allocations in turn with the error
+ * (nothing leaks: the sanitizer build runs this too), and a batch that
+ * must grow the device buffers fails at each of the growth's allocations
+ * leaving the engine as it was: batch 1 and then the grown batch still
+ * give the single frames. */
+static void
+test_allocation_failures (gconstpointer data)
+{
+  const Case *c = data;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = avq_test_data_path ("tiny-llava");
+  g_autofree char *path = case_path (c);
+  AvqEngineOptions opt = { .model_dir = dir, .avq_path = path, .device = AVQ_DEVICE_CUDA };
+  avq_emu_fail_allocation_after (-1);
+  AvqEngine *probe = avq_engine_new (&opt, &error);
+  g_assert_no_error (error);
+  const int n_new = avq_emu_fail_allocation_after (-1);
+  avq_engine_free (probe);
+  for (int f = 0; f < n_new; f++) {
+    avq_emu_fail_allocation_after (f);
+    AvqEngine *e = avq_engine_new (&opt, &error);
+    avq_emu_fail_allocation_after (-1);
+    g_assert_null (e);
+    g_assert_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE);
+    g_clear_error (&error);
+  }
+
+  g_autoptr (AvqEngine) gpu = engine_on (AVQ_DEVICE_CUDA, c);
+  g_autofree float *px = avq_test_reference_f32 ("pixel_values", NULL);
+  g_autofree float *margin = reference_case (c, "margin");
+  AvqFrame *single[B];
+  for (int b = 0; b < B; b++) {
+    single[b] = avq_engine_encode_pixels (gpu, px + (gsize) b * 3 * S * S, &error);
+    g_assert_no_error (error);
+  }
+  const float *in[B] = { px, px + (gsize) 3 * S * S, px + (gsize) 2 * 3 * S * S };
+  static const int all[B] = { 0, 1, 2 }, one[1] = { 2 };
+  /* the growth's allocations, counted on an engine of its own */
+  g_autoptr (AvqEngine) counted = engine_on (AVQ_DEVICE_CUDA, c);
+  AvqFrame *out[B];
+  avq_emu_fail_allocation_after (-1);
+  g_assert_true (avq_engine_encode_pixels_batch (counted, in, B, out, &error));
+  const int n_grow = avq_emu_fail_allocation_after (-1);
+  for (int b = 0; b < B; b++)
+    avq_frame_free (out[b]);
+  g_test_message ("%s: engine creation %d allocations, batch growth to %d: %d", c->name,
+                  n_new, B, n_grow);
+  g_assert_cmpint (n_new, >=, 5);
+  g_assert_cmpint (n_grow, >=, 1);
+  for (int f = 0; f < n_grow; f++) {
+    avq_emu_fail_allocation_after (f);
+    gboolean ok = avq_engine_encode_pixels_batch (gpu, in, B, out, &error);
+    avq_emu_fail_allocation_after (-1);
+    g_assert_false (ok);
+    g_assert_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE);
+    g_clear_error (&error);
+    encode_batch_check (gpu, px, one, 1, single, margin, "batch 1 after a failed growth");
+  }
+  encode_batch_check (gpu, px, all, B, single, margin, "batch 3 after failed growths");
+  for (int b = 0; b < B; b++)
+    avq_frame_free (single[b]);
+}
+#endif
 
 static void
 decode_batch_check (AvqEngine *e, AvqFrame *const *frames, const int *order,
@@ -1125,15 +1194,10 @@ st_norm (Direct *d, const char *name)
   return f;
 }
 
-static Direct *
-direct_new (const char *dir, int ctx, int n_seq, gboolean graphs)
+/* The GQA model's decoder on the backend's own API (d->st open). */
+static AvqCudaLlama *
+direct_make (Direct *d, int ctx, GError **error)
 {
-  g_autoptr (GError) error = NULL;
-  Direct *d = g_new0 (Direct, 1);
-  g_autofree char *path = g_build_filename (dir, "model.safetensors", NULL);
-  d->st = avq_safetensors_open (path, &error);
-  g_assert_no_error (error);
-  d->norms = g_ptr_array_new_with_free_func (g_free);
   const char *P = "language_model.model";
   AvqCudaLlamaLayer layers[2];
   for (int l = 0; l < 2; l++) {
@@ -1164,7 +1228,27 @@ direct_new (const char *dir, int ctx, int n_seq, gboolean graphs)
     .lm_head = st_matrix (d->st, "language_model.lm_head.weight"),
     .final_norm = st_norm (d, norm), .layers = layers,
   };
-  d->cl = avq_cuda_llama_new (&desc, ctx, -1, &error);
+  return avq_cuda_llama_new (&desc, ctx, -1, error);
+}
+
+static Direct *
+direct_open (const char *dir)
+{
+  g_autoptr (GError) error = NULL;
+  Direct *d = g_new0 (Direct, 1);
+  g_autofree char *path = g_build_filename (dir, "model.safetensors", NULL);
+  d->st = avq_safetensors_open (path, &error);
+  g_assert_no_error (error);
+  d->norms = g_ptr_array_new_with_free_func (g_free);
+  return d;
+}
+
+static Direct *
+direct_new (const char *dir, int ctx, int n_seq, gboolean graphs)
+{
+  g_autoptr (GError) error = NULL;
+  Direct *d = direct_open (dir);
+  d->cl = direct_make (d, ctx, &error);
   g_assert_no_error (error);
   avq_cuda_llama_set_graphs (d->cl, graphs);
   g_assert_true (avq_cuda_llama_set_sequences (d->cl, n_seq, &error));
@@ -1654,6 +1738,100 @@ test_llm_sequence_errors (void)
   avq_test_remove_model_dir (dir);
 }
 
+#ifdef AVQ_CUDA_EMULATED
+/* Every device or pinned allocation of the decoder's creation, of
+ * set_sequences and of a cache growth failing in turn (the emulation's
+ * fault injection): creation gives NULL and the error; the others fail with
+ * AVQ_ERROR_DEVICE naming the CUDA call and changes nothing: the count,
+ * the cached positions and the next step's logits (bit-equal to before)
+ * stay; nothing leaks (the sanitizer build runs this too). Then both
+ * succeed. */
+static void
+test_llm_allocation_failures (void)
+{
+  enum { CTX = 16 };
+  g_autofree char *dir = gqa_model_dir (AVQ_DTYPE_F16, FALSE);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (AvqModel) model = avq_model_open (dir, &error);
+  g_assert_no_error (error);
+  g_autoptr (AvqLlama) cpu = avq_llama_new (model, CTX, &error);
+  g_assert_no_error (error);
+  float *emb;
+  g_autofree float *want = cpu_sequence (cpu, 1, 4, 1, &emb);
+  const int s1 = 1, t1 = SEQ_TOKEN (1, 0), p1 = 4;
+  float before[G_VOCAB], after[G_VOCAB];
+
+  /* Creation: every allocation of avq_cuda_llama_new failing in turn
+   * gives NULL and the error, and leaks nothing. */
+  Direct *made = direct_open (dir);
+  avq_emu_fail_allocation_after (-1);
+  made->cl = direct_make (made, CTX, &error);
+  g_assert_no_error (error);
+  const int n_new = avq_emu_fail_allocation_after (-1);
+  g_clear_pointer (&made->cl, avq_cuda_llama_free);
+  g_assert_cmpint (n_new, >=, 10);
+  for (int f = 0; f < n_new; f++) {
+    avq_emu_fail_allocation_after (f);
+    made->cl = direct_make (made, CTX, &error);
+    avq_emu_fail_allocation_after (-1);
+    g_assert_null (made->cl);
+    g_assert_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE);
+    g_clear_error (&error);
+  }
+  direct_free (made);
+
+  /* How many allocations each call makes, on a decoder of its own. */
+  Direct *probe = direct_new (dir, CTX, 2, TRUE);
+  avq_emu_fail_allocation_after (-1);
+  g_assert_true (avq_cuda_llama_set_sequences (probe->cl, 3, &error));
+  const int n_set = avq_emu_fail_allocation_after (-1);
+  g_assert_true (avq_cuda_llama_reserve (probe->cl, 2 * CTX, 0, &error));
+  const int n_reserve = avq_emu_fail_allocation_after (-1);
+  g_assert_no_error (error);
+  direct_free (probe);
+  g_test_message ("new: %d allocations, set_sequences: %d, reserve: %d", n_new, n_set,
+                  n_reserve);
+  g_assert_cmpint (n_set, >=, 7);
+  g_assert_cmpint (n_reserve, >=, 2);
+
+  Direct *d = direct_new (dir, CTX, 2, TRUE);
+  g_assert_true (avq_cuda_llama_prefill_sequence (d->cl, s1, emb, 4, 0, NULL, &error));
+  g_assert_true (avq_cuda_llama_decode_batch (d->cl, 1, &s1, &t1, &p1, before, NULL,
+                                              &error));
+  g_assert_no_error (error);
+  avq_test_assert_close ("decode vs CPU", before, want + G_VOCAB, G_VOCAB, TOL);
+  for (int call = 0; call < 2; call++) {
+    const int n = call == 0 ? n_set : n_reserve;
+    for (int f = 0; f < n; f++) {
+      avq_emu_fail_allocation_after (f);
+      const gboolean ok = call == 0
+          ? avq_cuda_llama_set_sequences (d->cl, 3, &error)
+          : avq_cuda_llama_reserve (d->cl, 2 * CTX, p1 + 1, &error);
+      avq_emu_fail_allocation_after (-1);
+      g_assert_false (ok);
+      g_assert_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE);
+      g_assert_nonnull (strstr (error->message, "cudaMalloc"));
+      g_clear_error (&error);
+      g_assert_cmpint (avq_cuda_llama_sequences (d->cl), ==, 2);
+      /* the same step again (position 4 rewritten): the same logits */
+      g_assert_true (avq_cuda_llama_decode_batch (d->cl, 1, &s1, &t1, &p1, after, NULL,
+                                                  &error));
+      g_assert_no_error (error);
+      g_assert_cmpmem (after, sizeof after, before, sizeof before);
+    }
+  }
+  g_assert_true (avq_cuda_llama_reserve (d->cl, 2 * CTX, p1 + 1, &error));
+  g_assert_true (avq_cuda_llama_decode_batch (d->cl, 1, &s1, &t1, &p1, after, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpmem (after, sizeof after, before, sizeof before);
+  g_assert_true (avq_cuda_llama_set_sequences (d->cl, 3, &error));
+  g_assert_cmpint (avq_cuda_llama_sequences (d->cl), ==, 3);
+  direct_free (d);
+  g_free (emb);
+  avq_test_remove_model_dir (dir);
+}
+#endif
+
 /* Benchmark weights made on the device: the same seed gives the same
  * decoder, another seed another one; logits finite; the byte count is
  * every weight's. */
@@ -1739,6 +1917,12 @@ main (int argc, char **argv)
     g_test_add_data_func (p4, &cases[i], test_batch_encode);
     g_test_add_data_func (p5, &cases[i], test_batch_decode);
   }
+#ifdef AVQ_CUDA_EMULATED
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *p = g_strdup_printf ("/cuda/allocation-failures/%s", cases[i].name);
+    g_test_add_data_func (p, &cases[i], test_allocation_failures);
+  }
+#endif
   g_test_add_data_func ("/cuda/batch-features/gemm", "gemm", test_batch_features);
   g_test_add_data_func ("/cuda/batch-features/fused", "fused", test_batch_features);
   g_test_add_data_func ("/cuda/batch-features/flash", "flash", test_batch_features);
@@ -1780,6 +1964,9 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda/llm/graph-replay", test_llm_graph_replay);
   g_test_add_func ("/cuda/llm/graph-reserve", test_llm_graph_reserve);
   g_test_add_func ("/cuda/llm/sequence-errors", test_llm_sequence_errors);
+#ifdef AVQ_CUDA_EMULATED
+  g_test_add_func ("/cuda/llm/allocation-failures", test_llm_allocation_failures);
+#endif
   g_test_add_func ("/cuda/llm/random-weights", test_llm_random_weights);
   return g_test_run ();
 #else

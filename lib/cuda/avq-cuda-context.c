@@ -166,7 +166,13 @@ avq_cuda_context_dev_alloc (AvqCudaContext *ctx, void **ptr, gsize bytes,
                             GError **error)
 {
   *ptr = NULL;
-  CK (cudaMalloc (ptr, MAX (bytes, 16)));
+  const cudaError_t e = cudaMalloc (ptr, MAX (bytes, 16));
+  if (e != cudaSuccess) {
+    *ptr = NULL;   /* never released, whatever the runtime left there */
+    g_autofree char *call = g_strdup_printf ("cudaMalloc (%" G_GSIZE_FORMAT " bytes)",
+                                             MAX (bytes, 16));
+    return avq_cuda_failed (e, call, error);
+  }
   g_ptr_array_add (ctx->allocations, *ptr);
   return TRUE;
 }

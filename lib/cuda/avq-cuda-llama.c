@@ -398,38 +398,36 @@ release_seq_buffers (AvqCudaLlama *cl, SeqBuffers *b)
   memset (b, 0, sizeof *b);
 }
 
+/* A pinned host buffer that is ours to free (cudaFreeHost), unlike the
+ * context's; *p stays NULL on failure. */
+static gboolean
+pinned_alloc (void **p, gsize bytes, const char *what, GError **error)
+{
+  cudaError_t e = cudaMallocHost (p, bytes);
+  if (e == cudaSuccess)
+    return TRUE;
+  *p = NULL;
+  g_autofree char *call = g_strdup_printf ("cudaMallocHost (%s, %" G_GSIZE_FORMAT ")",
+                                           what, bytes);
+  avq_cuda_failed (e, call, error);
+  return FALSE;
+}
+
 static gboolean
 alloc_seq_buffers (AvqCudaLlama *cl, int n_seq, SeqBuffers *b, GError **error)
 {
   memset (b, 0, sizeof *b);
-  cudaError_t e = cudaSuccess;
-  if (!DEV_ALLOC (b->logits, float, (gsize) n_seq * cl->vocab) ||
-      !DEV_ALLOC (b->d_step, gint32, STEP_INPUTS (n_seq)) ||
-      !DEV_ALLOC (b->d_argmax, gint32, n_seq) ||
-      !DEV_ALLOC (b->d_cand, float, CAND_FLOATS (n_seq)))
-    goto fail;
-  e = cudaMallocHost ((void **) &b->h_logits,
-                      sizeof (float) * n_seq * cl->vocab);
-  if (e != cudaSuccess) {
-    b->h_logits = NULL;
-    avq_cuda_failed (e, "cudaMallocHost (&b->h_logits, ...)", error);
-    goto fail;
-  }
-  e = cudaMallocHost ((void **) &b->h_step,
-                      sizeof (gint32) * (STEP_INPUTS (n_seq) + n_seq));
-  if (e != cudaSuccess) {
-    b->h_step = NULL;
-    avq_cuda_failed (e, "cudaMallocHost (&b->h_step, ...)", error);
-    goto fail;
-  }
-  e = cudaMallocHost ((void **) &b->h_cand, sizeof (float) * CAND_FLOATS (n_seq));
-  if (e != cudaSuccess) {
-    b->h_cand = NULL;
-    avq_cuda_failed (e, "cudaMallocHost (&b->h_cand, ...)", error);
-    goto fail;
-  }
-  return TRUE;
-fail:
+  if (DEV_ALLOC (b->logits, float, (gsize) n_seq * cl->vocab) &&
+      DEV_ALLOC (b->d_step, gint32, STEP_INPUTS (n_seq)) &&
+      DEV_ALLOC (b->d_argmax, gint32, n_seq) &&
+      DEV_ALLOC (b->d_cand, float, CAND_FLOATS (n_seq)) &&
+      pinned_alloc ((void **) &b->h_logits, sizeof (float) * n_seq * cl->vocab,
+                    "h_logits", error) &&
+      pinned_alloc ((void **) &b->h_step,
+                    sizeof (gint32) * (STEP_INPUTS (n_seq) + n_seq), "h_step", error) &&
+      pinned_alloc ((void **) &b->h_cand, sizeof (float) * CAND_FLOATS (n_seq),
+                    "h_cand", error))
+    return TRUE;
   release_seq_buffers (cl, b);
   return FALSE;
 }
