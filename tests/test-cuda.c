@@ -392,6 +392,17 @@ encode_batch_check (AvqEngine *e, const float *px, const int *order, guint n,
   }
 }
 
+/* The frames of the B fixture images, one call each. */
+static void
+encode_singles (AvqEngine *e, const float *px, AvqFrame **single)
+{
+  g_autoptr (GError) error = NULL;
+  for (int b = 0; b < B; b++) {
+    single[b] = avq_engine_encode_pixels (e, px + (gsize) b * 3 * S * S, &error);
+    g_assert_no_error (error);
+  }
+}
+
 /* Edge batches against single calls on the same engine: different images,
  * the same image twice, batch 1; growing 1 -> 3 -> 2 and back to 1 (the
  * buffers move and the graphs are recaptured); the same n replayed with
@@ -408,10 +419,7 @@ test_batch_encode (gconstpointer data)
   g_autofree float *px = avq_test_reference_f32 ("pixel_values", NULL);
   g_autofree float *margin = reference_case (c, "margin");
   AvqFrame *single[B];
-  for (int b = 0; b < B; b++) {
-    single[b] = avq_engine_encode_pixels (gpu, px + (gsize) b * 3 * S * S, &error);
-    g_assert_no_error (error);
-  }
+  encode_singles (gpu, px, single);
   /* The singles differ from each other: a stale input would show. */
   g_assert_false (avq_frame_equal (single[0], single[1]));
   g_assert_false (avq_frame_equal (single[1], single[2]));
@@ -481,10 +489,7 @@ test_allocation_failures (gconstpointer data)
   g_autofree float *px = avq_test_reference_f32 ("pixel_values", NULL);
   g_autofree float *margin = reference_case (c, "margin");
   AvqFrame *single[B];
-  for (int b = 0; b < B; b++) {
-    single[b] = avq_engine_encode_pixels (gpu, px + (gsize) b * 3 * S * S, &error);
-    g_assert_no_error (error);
-  }
+  encode_singles (gpu, px, single);
   const float *in[B] = { px, px + (gsize) 3 * S * S, px + (gsize) 2 * 3 * S * S };
   static const int all[B] = { 0, 1, 2 }, one[1] = { 2 };
   /* the growth's allocations, counted on an engine of its own */
