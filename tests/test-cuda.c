@@ -370,24 +370,118 @@ assert_same_frame (const char *what, const AvqFrame *got, const AvqFrame *want,
   }
 }
 
-/* Runs one encode batch of fixture images `order` and compares each frame
- * with the single-input frame of its image. */
+/* One batched pass of fixture inputs `order` (n of them) on `e`, each
+ * output checked against the single call's for its input. */
+typedef void (*BatchCheck) (AvqEngine *e, gconstpointer fixture, const int *order,
+                            guint n, const char *what);
+
+typedef struct {
+  const int *order;
+  guint n;
+  const char *what;
+} BatchStep;
+
+static const int batch_all[3] = { 0, 1, 2 }, batch_twice[3] = { 2, 0, 2 },
+                 batch_pair1[2] = { 1, 2 }, batch_pair2[2] = { 0, 1 },
+                 batch_one[1] = { 1 };
+
+/* On one engine: different inputs, the same input twice, the same n
+ * replayed with other inputs than it was captured with (a graph that baked
+ * in its inputs would repeat them: a pass's first run is a warm-up, the
+ * second captures, the third replays), n = 2, then 1. */
+static const BatchStep batch_same_engine[] = {
+  { batch_all, 3, "batch 3" },
+  { batch_twice, 3, "batch 3, repeated input" },
+  { batch_all, 3, "batch 3 replayed, other inputs" },
+  { batch_pair1, 2, "batch 2" },
+  { batch_pair2, 2, "batch 2 captured, new inputs" },
+  { batch_pair1, 2, "batch 2 replayed, other inputs" },
+  { batch_one, 1, "batch 1" },
+};
+/* A fresh engine growing 1 -> 3 -> 2 -> 1, each n run twice (a warm-up,
+ * then a captured graph): the n = 1 graph captured before the growth must
+ * not be replayed on the freed buffers afterwards. */
+static const BatchStep batch_growth[] = {
+  { batch_one, 1, "grow: 1" },
+  { batch_twice, 1, "grow: 1 captured" },
+  { batch_all, 3, "grow: 3" },
+  { batch_twice, 3, "grow: 3 captured" },
+  { batch_pair2, 2, "grow: 2" },
+  { batch_pair1, 2, "grow: 2 captured" },
+  { batch_twice + 1, 1, "grow: 1 again" },
+  { batch_one, 1, "grow: 1 again, replayed" },
+};
+static const BatchStep batch_graphs_off[] = {
+  { batch_twice, 3, "graphs off: batch 3" },
+  { batch_all, 3, "graphs off: batch 3 again" },
+};
+
 static void
-encode_batch_check (AvqEngine *e, const float *px, const int *order, guint n,
-                    AvqFrame *const *single, const float *margin,
+run_batch_steps (AvqEngine *e, const BatchStep *steps, gsize n_steps, BatchCheck check,
+                 gconstpointer fixture, const char *pass)
+{
+  for (gsize i = 0; i < n_steps; i++) {
+    g_autofree char *what = g_strdup_printf ("%s %s", pass, steps[i].what);
+    check (e, fixture, steps[i].order, steps[i].n, what);
+  }
+}
+
+/* The batch cases of a pass: the same-engine steps on `gpu`, then, with
+ * `growth`, the growth steps on a fresh engine and batch 3 with graphs off
+ * (AVQ_CUDA_GRAPHS=0), engines made for case `c` (NULL: no AVQ file). */
+static void
+run_batch_cases (AvqEngine *gpu, const Case *c, BatchCheck check, gconstpointer fixture,
+                 const char *pass, gboolean growth)
+{
+  run_batch_steps (gpu, batch_same_engine, G_N_ELEMENTS (batch_same_engine), check,
+                   fixture, pass);
+  if (!growth)
+    return;
+  g_autoptr (AvqEngine) grow = engine_on (AVQ_DEVICE_CUDA, c);
+  run_batch_steps (grow, batch_growth, G_N_ELEMENTS (batch_growth), check, fixture, pass);
+  g_setenv ("AVQ_CUDA_GRAPHS", "0", TRUE);
+  g_autoptr (AvqEngine) plain = engine_on (AVQ_DEVICE_CUDA, c);
+  g_unsetenv ("AVQ_CUDA_GRAPHS");
+  run_batch_steps (plain, batch_graphs_off, G_N_ELEMENTS (batch_graphs_off), check,
+                   fixture, pass);
+}
+
+/* Output i of a float pass (rows of `per` floats) against the single
+ * output of input order[i]. */
+static void
+assert_batch_rows (const char *what, const float *got, const float *single,
+                   const int *order, guint n, gsize per)
+{
+  for (guint i = 0; i < n; i++) {
+    char w[128];
+    g_snprintf (w, sizeof w, "%s input %u (input %d)", what, i, order[i]);
+    avq_test_assert_close (w, got + i * per, single + order[i] * per, per, BATCH_TOL);
+  }
+}
+
+/* Pixels of the fixture's images and their single-call frames. */
+typedef struct {
+  const float *px;
+  AvqFrame *const *single;
+  const float *margin;
+} EncodeFixture;
+
+static void
+encode_batch_check (AvqEngine *e, gconstpointer fixture, const int *order, guint n,
                     const char *what)
 {
+  const EncodeFixture *f = fixture;
   g_autoptr (GError) error = NULL;
   const float *in[8];
   AvqFrame *out[8];
   for (guint i = 0; i < n; i++)
-    in[i] = px + (gsize) order[i] * 3 * S * S;
+    in[i] = f->px + (gsize) order[i] * 3 * S * S;
   g_assert_true (avq_engine_encode_pixels_batch (e, in, n, out, &error));
   g_assert_no_error (error);
   for (guint i = 0; i < n; i++) {
-    char w[96];
+    char w[128];
     g_snprintf (w, sizeof w, "%s input %u (image %d)", what, i, order[i]);
-    assert_same_frame (w, out[i], single[order[i]], margin + order[i] * T);
+    assert_same_frame (w, out[i], f->single[order[i]], f->margin + order[i] * T);
     avq_frame_free (out[i]);
   }
 }
@@ -403,13 +497,8 @@ encode_singles (AvqEngine *e, const float *px, AvqFrame **single)
   }
 }
 
-/* Edge batches against single calls on the same engine: different images,
- * the same image twice, batch 1; growing 1 -> 3 -> 2 and back to 1 (the
- * buffers move and the graphs are recaptured); the same n replayed with
- * other images than it was captured with (a graph that baked in its inputs
- * would repeat them: a pass's first run is a warm-up, the second captures,
- * the third replays); and with graphs off (AVQ_CUDA_GRAPHS=0) the same
- * frames. The three single calls are themselves warm-up, capture, replay. */
+/* Edge batches against single calls (run_batch_cases). The three single
+ * calls are themselves warm-up, capture, replay. */
 static void
 test_batch_encode (gconstpointer data)
 {
@@ -423,35 +512,8 @@ test_batch_encode (gconstpointer data)
   /* The singles differ from each other: a stale input would show. */
   g_assert_false (avq_frame_equal (single[0], single[1]));
   g_assert_false (avq_frame_equal (single[1], single[2]));
-  static const int all[3] = { 0, 1, 2 }, twice[3] = { 2, 0, 2 }, pair1[2] = { 1, 2 },
-                   pair2[2] = { 0, 1 }, one[1] = { 1 };
-  encode_batch_check (gpu, px, all, 3, single, margin, "batch 3");
-  encode_batch_check (gpu, px, twice, 3, single, margin, "batch 3, repeated image");
-  encode_batch_check (gpu, px, all, 3, single, margin, "batch 3 replayed, other images");
-  encode_batch_check (gpu, px, pair1, 2, single, margin, "batch 2");
-  encode_batch_check (gpu, px, pair2, 2, single, margin, "batch 2 captured, new images");
-  encode_batch_check (gpu, px, pair1, 2, single, margin, "batch 2 replayed, other images");
-  encode_batch_check (gpu, px, one, 1, single, margin, "batch 1");
-
-  /* A fresh engine growing 1 -> 3 -> 2 -> 1, each n run twice (a warm-up,
-   * then a captured graph): the n = 1 graph captured before the growth
-   * must not be replayed on the freed buffers afterwards. */
-  g_autoptr (AvqEngine) grow = engine_on (AVQ_DEVICE_CUDA, c);
-  encode_batch_check (grow, px, one, 1, single, margin, "grow: 1");
-  encode_batch_check (grow, px, twice, 1, single, margin, "grow: 1 captured");
-  encode_batch_check (grow, px, all, 3, single, margin, "grow: 3");
-  encode_batch_check (grow, px, twice, 3, single, margin, "grow: 3 captured");
-  encode_batch_check (grow, px, pair2, 2, single, margin, "grow: 2");
-  encode_batch_check (grow, px, pair1, 2, single, margin, "grow: 2 captured");
-  encode_batch_check (grow, px, twice + 1, 1, single, margin, "grow: 1 again");
-  encode_batch_check (grow, px, one, 1, single, margin, "grow: 1 again, replayed");
-
-  /* Graphs off. */
-  g_setenv ("AVQ_CUDA_GRAPHS", "0", TRUE);
-  g_autoptr (AvqEngine) plain = engine_on (AVQ_DEVICE_CUDA, c);
-  g_unsetenv ("AVQ_CUDA_GRAPHS");
-  encode_batch_check (plain, px, twice, 3, single, margin, "graphs off: batch 3");
-  encode_batch_check (plain, px, all, 3, single, margin, "graphs off: batch 3 again");
+  const EncodeFixture f = { px, single, margin };
+  run_batch_cases (gpu, c, encode_batch_check, &f, "encode", TRUE);
   for (int b = 0; b < B; b++)
     avq_frame_free (single[b]);
 }
@@ -491,7 +553,7 @@ test_allocation_failures (gconstpointer data)
   AvqFrame *single[B];
   encode_singles (gpu, px, single);
   const float *in[B] = { px, px + (gsize) 3 * S * S, px + (gsize) 2 * 3 * S * S };
-  static const int all[B] = { 0, 1, 2 }, one[1] = { 2 };
+  const EncodeFixture fx = { px, single, margin };
   /* the growth's allocations, counted on an engine of its own */
   g_autoptr (AvqEngine) counted = engine_on (AVQ_DEVICE_CUDA, c);
   AvqFrame *out[B];
@@ -511,31 +573,36 @@ test_allocation_failures (gconstpointer data)
     g_assert_false (ok);
     g_assert_error (error, AVQ_ERROR, AVQ_ERROR_DEVICE);
     g_clear_error (&error);
-    encode_batch_check (gpu, px, one, 1, single, margin, "batch 1 after a failed growth");
+    encode_batch_check (gpu, &fx, batch_one, 1, "batch 1 after a failed growth");
   }
-  encode_batch_check (gpu, px, all, B, single, margin, "batch 3 after failed growths");
+  encode_batch_check (gpu, &fx, batch_all, B, "batch 3 after failed growths");
   for (int b = 0; b < B; b++)
     avq_frame_free (single[b]);
 }
 #endif
 
+/* Frames (or pixels) of the fixture's images and their single-call
+ * features. */
+typedef struct {
+  AvqFrame *const *frames;
+  const float *px;
+  const float *single;
+} FeatureFixture;
+
 static void
-decode_batch_check (AvqEngine *e, AvqFrame *const *frames, const int *order,
-                    guint n, const float *single, const char *what)
+decode_batch_check (AvqEngine *e, gconstpointer fixture, const int *order, guint n,
+                    const char *what)
 {
+  const FeatureFixture *f = fixture;
   g_autoptr (GError) error = NULL;
   const gsize per = (gsize) (T - 1) * avq_engine_feature_dim (e);
   const AvqFrame *in[8];
   for (guint i = 0; i < n; i++)
-    in[i] = frames[order[i]];
+    in[i] = f->frames[order[i]];
   g_autofree float *got = g_new (float, n * per);
   g_assert_true (avq_engine_decode_frames (e, in, n, got, &error));
   g_assert_no_error (error);
-  for (guint i = 0; i < n; i++) {
-    char w[96];
-    g_snprintf (w, sizeof w, "%s input %u (image %d)", what, i, order[i]);
-    avq_test_assert_close (w, got + i * per, single + order[i] * per, per, BATCH_TOL);
-  }
+  assert_batch_rows (what, got, f->single, order, n, per);
 }
 
 /* Cloud batches from the fixture's frames (per-frame side ranges differ:
@@ -558,30 +625,8 @@ test_batch_decode (gconstpointer data)
   g_assert_cmpfloat (avq_test_rel_error (single, single + per, per), >, 1e-2);
   if (c->side_bits > 0)
     g_assert_true (memcmp (frames[0]->side_range, frames[1]->side_range, 16) != 0);
-  static const int all[3] = { 0, 1, 2 }, twice[3] = { 2, 0, 2 }, pair1[2] = { 1, 2 },
-                   pair2[2] = { 0, 1 }, one[1] = { 1 };
-  decode_batch_check (gpu, frames, all, 3, single, "decode batch 3");
-  decode_batch_check (gpu, frames, twice, 3, single, "decode batch 3, repeated frame");
-  decode_batch_check (gpu, frames, all, 3, single, "decode batch 3 replayed, other frames");
-  decode_batch_check (gpu, frames, pair1, 2, single, "decode batch 2");
-  decode_batch_check (gpu, frames, pair2, 2, single, "decode batch 2 captured, new frames");
-  decode_batch_check (gpu, frames, pair1, 2, single, "decode batch 2 replayed, other frames");
-  decode_batch_check (gpu, frames, one, 1, single, "decode batch 1");
-
-  g_autoptr (AvqEngine) grow = engine_on (AVQ_DEVICE_CUDA, c);
-  decode_batch_check (grow, frames, one, 1, single, "decode grow: 1");
-  decode_batch_check (grow, frames, twice, 1, single, "decode grow: 1 captured");
-  decode_batch_check (grow, frames, all, 3, single, "decode grow: 3");
-  decode_batch_check (grow, frames, twice, 3, single, "decode grow: 3 captured");
-  decode_batch_check (grow, frames, pair2, 2, single, "decode grow: 2");
-  decode_batch_check (grow, frames, pair1, 2, single, "decode grow: 2 captured");
-  decode_batch_check (grow, frames, twice + 1, 1, single, "decode grow: 1 again");
-  decode_batch_check (grow, frames, one, 1, single, "decode grow: 1 again, replayed");
-
-  g_setenv ("AVQ_CUDA_GRAPHS", "0", TRUE);
-  g_autoptr (AvqEngine) plain = engine_on (AVQ_DEVICE_CUDA, c);
-  g_unsetenv ("AVQ_CUDA_GRAPHS");
-  decode_batch_check (plain, frames, twice, 3, single, "decode graphs off: batch 3");
+  const FeatureFixture f = { frames, NULL, single };
+  run_batch_cases (gpu, c, decode_batch_check, &f, "decode", TRUE);
 
   /* Input 1 of another codebook: refused before the GPU runs, naming it. */
   g_autoptr (AvqFrame) bad = avq_frame_copy (frames[1]);
@@ -599,22 +644,19 @@ test_batch_decode (gconstpointer data)
 }
 
 static void
-features_batch_check (AvqEngine *e, const float *px, const int *order, guint n,
-                      const float *single, const char *what)
+features_batch_check (AvqEngine *e, gconstpointer fixture, const int *order, guint n,
+                      const char *what)
 {
+  const FeatureFixture *f = fixture;
   g_autoptr (GError) error = NULL;
   const gsize per = (gsize) (T - 1) * avq_engine_feature_dim (e);
   const float *in[8];
   for (guint i = 0; i < n; i++)
-    in[i] = px + (gsize) order[i] * 3 * S * S;
+    in[i] = f->px + (gsize) order[i] * 3 * S * S;
   g_autofree float *got = g_new (float, n * per);
   g_assert_true (avq_engine_features_from_pixels_batch (e, in, n, got, &error));
   g_assert_no_error (error);
-  for (guint i = 0; i < n; i++) {
-    char w[96];
-    g_snprintf (w, sizeof w, "%s input %u (image %d)", what, i, order[i]);
-    avq_test_assert_close (w, got + i * per, single + order[i] * per, per, BATCH_TOL);
-  }
+  assert_batch_rows (what, got, f->single, order, n, per);
 }
 
 /* The unsplit path, with both attention implementations. */
@@ -636,33 +678,11 @@ test_batch_features (gconstpointer data)
   /* Replays of the n = 1 graph gave each image its own features. */
   g_assert_cmpfloat (avq_test_rel_error (single, single + per, per), >, 1e-2);
   g_assert_cmpfloat (avq_test_rel_error (single + per, single + 2 * per, per), >, 1e-2);
-  static const int all[3] = { 0, 1, 2 }, twice[3] = { 2, 0, 2 }, pair1[2] = { 1, 2 },
-                   pair2[2] = { 0, 1 }, one[1] = { 1 };
-  features_batch_check (gpu, px, all, 3, single, "features batch 3");
-  features_batch_check (gpu, px, twice, 3, single, "features batch 3, repeated image");
-  features_batch_check (gpu, px, all, 3, single, "features batch 3 replayed, other images");
-  features_batch_check (gpu, px, pair1, 2, single, "features batch 2");
-  features_batch_check (gpu, px, pair2, 2, single, "features batch 2 captured");
-  features_batch_check (gpu, px, pair1, 2, single, "features batch 2 replayed");
-  features_batch_check (gpu, px, one, 1, single, "features batch 1");
   /* Growth and graphs off are attention-independent; the emulated fused
    * kernel is slow: once, with the default attention. */
-  if (strcmp (attention, "fused") == 0) {
-    g_unsetenv ("AVQ_CUDA_ATTENTION");
-    return;
-  }
-  g_autoptr (AvqEngine) grow = engine_on (AVQ_DEVICE_CUDA, NULL);
-  features_batch_check (grow, px, one, 1, single, "features grow: 1");
-  features_batch_check (grow, px, twice, 1, single, "features grow: 1 captured");
-  features_batch_check (grow, px, all, 3, single, "features grow: 3");
-  features_batch_check (grow, px, twice, 3, single, "features grow: 3 captured");
-  features_batch_check (grow, px, pair2, 2, single, "features grow: 2");
-  features_batch_check (grow, px, twice + 1, 1, single, "features grow: 1 again");
-  features_batch_check (grow, px, one, 1, single, "features grow: 1 again, replayed");
-  g_setenv ("AVQ_CUDA_GRAPHS", "0", TRUE);
-  g_autoptr (AvqEngine) plain = engine_on (AVQ_DEVICE_CUDA, NULL);
-  g_unsetenv ("AVQ_CUDA_GRAPHS");
-  features_batch_check (plain, px, twice, 3, single, "features graphs off: batch 3");
+  const FeatureFixture f = { NULL, px, single };
+  run_batch_cases (gpu, NULL, features_batch_check, &f, "features",
+                   strcmp (attention, "fused") != 0);
   g_unsetenv ("AVQ_CUDA_ATTENTION");
 }
 
