@@ -382,6 +382,22 @@ test_rmsnorm (void)
   assert_floats ("rmsnorm in place", xi, y2, (gsize) n * d, 1e-6);
 }
 
+/* cos and sin tables [ctx][hd / 2] at theta 10000, as the decoder makes
+ * them. */
+static void
+rope_tables (int ctx, int hd, float **cs, float **sn)
+{
+  const int half = hd / 2;
+  *cs = g_new (float, ctx * half);
+  *sn = g_new (float, ctx * half);
+  for (int p = 0; p < ctx; p++)
+    for (int i = 0; i < half; i++) {
+      float ang = (float) p / powf (10000.0f, (float) (2 * i) / hd);
+      (*cs)[p * half + i] = (float) cos (ang);
+      (*sn)[p * half + i] = (float) sin (ang);
+    }
+}
+
 /* Rotary embeddings + cache write: GQA (6 q heads, 2 kv heads), a prompt
  * continuing at p0 > 0, both cache dtypes; the cache outside the written
  * positions stays untouched. */
@@ -391,13 +407,8 @@ test_rope_kv (void)
   const int n = 5, nh = 6, nkv = 2, hd = 12, half = hd / 2, p0 = 3, ctx = 10;
   const int W = (nh + 2 * nkv) * hd;
   g_autofree float *qkv = random_floats ((gsize) n * W, -2, 2);
-  g_autofree float *cs = g_new (float, ctx * half), *sn = g_new (float, ctx * half);
-  for (int p = 0; p < ctx; p++)
-    for (int i = 0; i < half; i++) {
-      float ang = (float) p / powf (10000.0f, (float) (2 * i) / hd);
-      cs[p * half + i] = (float) cos (ang);
-      sn[p * half + i] = (float) sin (ang);
-    }
+  g_autofree float *cs = NULL, *sn = NULL;
+  rope_tables (ctx, hd, &cs, &sn);
   for (int kv_half = 0; kv_half < 2; kv_half++) {
     const gsize cache = (gsize) nkv * ctx * hd * (kv_half ? 2 : 4);
     g_autofree guint8 *k1 = g_malloc (cache), *v1 = g_malloc (cache);
@@ -591,18 +602,13 @@ test_argmax (void)
 static void
 test_rope_kv_rows (void)
 {
-  const int n = 5, nh = 6, nkv = 2, hd = 12, half = hd / 2, ctx = 10, slots_n = 4;
+  const int n = 5, nh = 6, nkv = 2, hd = 12, ctx = 10, slots_n = 4;
   const int W = (nh + 2 * nkv) * hd;
   const gint32 pos[5] = { 7, 0, 3, 9, 10 }, slot[5] = { 2, 0, 3, 1, 1 };
   const gsize stride = (gsize) nkv * ctx * hd;
   g_autofree float *qkv = random_floats ((gsize) n * W, -2, 2);
-  g_autofree float *cs = g_new (float, ctx * half), *sn = g_new (float, ctx * half);
-  for (int p = 0; p < ctx; p++)
-    for (int i = 0; i < half; i++) {
-      float ang = (float) p / powf (10000.0f, (float) (2 * i) / hd);
-      cs[p * half + i] = (float) cos (ang);
-      sn[p * half + i] = (float) sin (ang);
-    }
+  g_autofree float *cs = NULL, *sn = NULL;
+  rope_tables (ctx, hd, &cs, &sn);
   for (int kv_half = 0; kv_half < 2; kv_half++) {
     const gsize es = kv_half ? 2 : 4, cache = slots_n * stride * es;
     g_autofree guint8 *k1 = g_malloc (cache), *v1 = g_malloc (cache);
