@@ -307,26 +307,23 @@ decode_split_kernel (const __half *q, const KT *kc, const KT *vc, int nh,
     const int cn = j1 - c0 < 32 ? j1 - c0 : 32;
     float s = -INFINITY;  // lane k: the score of key c0 + k
     KvVec<KT, V> vr[U][P] = {};
-    for (int p0 = 0; p0 < cn; p0 += U * KP) {
-      KvVec<KT, V> kr[U][P] = {};
+    // This lane's vectors of rows c0 + p0 + u KP + grp (u < U) of cache
+    // `b`, never past T (NaN may lie there).
+    auto load_rows = [&] (KvVec<KT, V> (&rows)[U][P], const KT *b, int p0) {
       AVQ_DEC_UNROLL
       for (int u = 0; u < U; u++) {
         const int k = p0 + u * KP + grp;
         AVQ_DEC_UNROLL
         for (int i = 0; i < P; i++)
-          if (k < cn && gl + i * L < nv)  // never past T: NaN may lie there
-            kr[u][i].load (kb + (size_t) (c0 + k) * hd + (gl + i * L) * V);
+          if (k < cn && gl + i * L < nv)
+            rows[u][i].load (b + (size_t) (c0 + k) * hd + (gl + i * L) * V);
       }
-      if constexpr (kOneBatch) {
-        AVQ_DEC_UNROLL
-        for (int u = 0; u < U; u++) {
-          const int k = p0 + u * KP + grp;
-          AVQ_DEC_UNROLL
-          for (int i = 0; i < P; i++)
-            if (k < cn && gl + i * L < nv)
-              vr[u][i].load (vb + (size_t) (c0 + k) * hd + (gl + i * L) * V);
-        }
-      }
+    };
+    for (int p0 = 0; p0 < cn; p0 += U * KP) {
+      KvVec<KT, V> kr[U][P] = {};
+      load_rows (kr, kb, p0);
+      if constexpr (kOneBatch)
+        load_rows (vr, vb, p0);
       AVQ_DEC_UNROLL
       for (int u = 0; u < U; u++) {
         const int p = p0 + u * KP, k = p + grp;
@@ -361,16 +358,8 @@ decode_split_kernel (const __half *q, const KT *kc, const KT *vc, int nh,
       for (int e = 0; e < V; e++)
         acc[i][e] *= corr;
     for (int p0 = 0; p0 < cn; p0 += U * KP) {
-      if constexpr (!kOneBatch) {
-        AVQ_DEC_UNROLL
-        for (int u = 0; u < U; u++) {
-          const int k = p0 + u * KP + grp;
-          AVQ_DEC_UNROLL
-          for (int i = 0; i < P; i++)
-            if (k < cn && gl + i * L < nv)
-              vr[u][i].load (vb + (size_t) (c0 + k) * hd + (gl + i * L) * V);
-        }
-      }
+      if constexpr (!kOneBatch)
+        load_rows (vr, vb, p0);
       AVQ_DEC_UNROLL
       for (int u = 0; u < U; u++) {
         const int k = p0 + u * KP + grp;
