@@ -145,23 +145,28 @@ run () {
   "$py" - "$logs" <<'EOF'
 import json, os, sys
 logs = sys.argv[1]
+
+def figures():
+    """(log name, figure dict) of every JSON line of the benchmark logs."""
+    for name in ("bandwidth", "bench-cuda", "bench-cuda-llm", "hf-peer"):
+        path = os.path.join(logs, name + ".log")
+        if not os.path.exists(path):
+            continue
+        for line in open(path):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                yield name, json.loads(line)
+            except ValueError:
+                continue
+
 rows = []
-for name in ("bandwidth", "bench-cuda", "bench-cuda-llm", "hf-peer"):
-    path = os.path.join(logs, name + ".log")
-    if not os.path.exists(path):
-        continue
-    for line in open(path):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            d = json.loads(line)
-        except ValueError:
-            continue
-        fig = d.pop("figure", "?")
-        val = d.pop("median_ms", d.pop("ms", None))
-        rest = ", ".join(f"{k}={v}" for k, v in d.items() if k not in ("min_ms", "max_ms"))
-        rows.append((name, fig, "" if val is None else f"{val:.3f}", rest))
+for name, d in figures():
+    fig = d.pop("figure", "?")
+    val = d.pop("median_ms", d.pop("ms", None))
+    rest = ", ".join(f"{k}={v}" for k, v in d.items() if k not in ("min_ms", "max_ms"))
+    rows.append((name, fig, "" if val is None else f"{val:.3f}", rest))
 print(f"{'source':<14} {'figure':<40} {'median ms':>10}  notes")
 for r in rows:
     print(f"{r[0]:<14} {r[1]:<40} {r[2]:>10}  {r[3]}")
@@ -170,23 +175,13 @@ for r in rows:
 # "ours" answers add the cloud vision pass to the LLM's answer, both timed
 # here; HF's generate includes its vision tower).
 fig = {}
-for name in ("bandwidth", "bench-cuda", "bench-cuda-llm", "hf-peer"):
-    path = os.path.join(logs, name + ".log")
-    if not os.path.exists(path):
-        continue
-    for line in open(path):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                d = json.loads(line)
-            except ValueError:
-                continue
-            key = d.get("figure", "?")
-            if "batch" in d and name == "hf-peer":
-                key += "_b%s" % d["batch"]
-            if "new_tokens" in d:
-                key += "_t%s" % d["new_tokens"]
-            fig[key] = d
+for name, d in figures():
+    key = d.get("figure", "?")
+    if "batch" in d and name == "hf-peer":
+        key += "_b%s" % d["batch"]
+    if "new_tokens" in d:
+        key += "_t%s" % d["new_tokens"]
+    fig[key] = d
 
 def ms(key):
     d = fig.get(key)
